@@ -1,0 +1,28 @@
+"""sast — Sharpness-Aware Surrogate Training of spiking neural networks.
+
+Train LIF networks with smooth surrogate spikes in the forward pass (optionally with SAM) and
+deploy them with hard spikes.
+"""
+
+from sast.config import RunConfig
+from sast.layers import LIF, PerFrame, set_spike_mode, spike_mode
+from sast.models import build_model
+from sast.neuron import (
+    AtanSurrogate,
+    ErfSurrogate,
+    SigmoidSurrogate,
+    Surrogate,
+    get_surrogate,
+    lif_scan,
+    lif_scan_reference,
+)
+from sast.optim import SAM
+from sast.train import fit, load_run
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "LIF", "SAM", "AtanSurrogate", "ErfSurrogate", "PerFrame", "RunConfig", "SigmoidSurrogate",
+    "Surrogate", "build_model", "fit", "get_surrogate", "lif_scan", "lif_scan_reference",
+    "load_run", "set_spike_mode", "spike_mode",
+]

@@ -1,0 +1,234 @@
+"""The ``sast`` command: ``train``, ``evaluate``, ``datasets``."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import typing
+from pathlib import Path
+from typing import Any
+
+from sast.config import (
+    BINNINGS,
+    DEVICES,
+    LR_SCHEDULES,
+    METHODS,
+    OPTIMIZERS,
+    RunConfig,
+    load_config_file,
+)
+from sast.layers import SCAN_IMPLEMENTATIONS
+from sast.models import ARCHITECTURES, CONV_SCHEDULES, READOUTS
+from sast.neuron import SURROGATES
+from sast.optim import SAM_POLICIES
+
+FIELD_HELP: dict[str, str] = {
+    "dataset": "dataset name (see `sast datasets`)",
+    "data_root": "folder holding a real dataset in its original layout",
+    "time_bins": "number of frames T each sample is binned into",
+    "binning": "cut samples into frames of equal time or of equal event count",
+    "val_fraction": "fraction of the training split held out for validation",
+    "max_train_samples": "train on at most this many samples (quick runs)",
+    "arch": "architecture (default: nmnist-mlp, or dvsgesture-conv for gesture data)",
+    "hidden": "widths of hidden LIF layers, e.g. 256 or 512,256",
+    "channels": "conv channel widths, e.g. 16,32",
+    "beta": "membrane leak β in [0, 1)",
+    "threshold": "firing threshold ϑ",
+    "surrogate": "surrogate spike function σ_k",
+    "slope": "surrogate slope k (σ_k → Heaviside as k → ∞)",
+    "readout": "logits from a leaky integrator's mean membrane, or from spike counts",
+    "readout_beta": "leak of the leaky-integrator readout",
+    "conv_schedule": "run convolutions step by step or on all T·B frames at once",
+    "scan_implementation": "LIF scan: fused backward-through-time, or plain autograd",
+    "method": "training method: surrogate | sast (SAM) | ste | ste-sam",
+    "rho": "SAM radius ρ (sast and ste-sam)",
+    "adaptive": "adaptive SAM (ASAM): scale the ball by |w| + η",
+    "eta": "ASAM's η",
+    "sam_policy": "descent gradient on the same minibatch, or an independent second one",
+    "optimizer": "base optimiser",
+    "lr": "learning rate",
+    "momentum": "SGD momentum",
+    "weight_decay": "weight decay",
+    "lr_schedule": "learning-rate schedule over epochs",
+    "epochs": "number of training epochs",
+    "batch_size": "training minibatch size",
+    "eval_batch_size": "evaluation batch size",
+    "seed": "seed of initialisation and shuffling",
+    "device": "auto (CUDA if present), cpu or cuda",
+}
+
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {
+    "binning": BINNINGS, "arch": tuple(ARCHITECTURES), "surrogate": tuple(SURROGATES),
+    "readout": READOUTS, "conv_schedule": CONV_SCHEDULES,
+    "scan_implementation": SCAN_IMPLEMENTATIONS, "method": METHODS,
+    "sam_policy": SAM_POLICIES, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
+    "device": DEVICES,
+}
+
+
+def _int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(",") if v != "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    hints = typing.get_type_hints(RunConfig)
+    defaults = RunConfig()
+    for field in dataclasses.fields(RunConfig):
+        hint = str(hints[field.name])
+        kwargs: dict[str, Any] = {"default": None, "dest": field.name}
+        if "tuple" in hint:
+            kwargs["type"], kwargs["metavar"] = _int_tuple, "N[,N...]"
+        elif "bool" in hint:
+            kwargs["type"], kwargs["metavar"] = _bool, "BOOL"
+        elif "int" in hint:
+            kwargs["type"] = int
+        elif "float" in hint:
+            kwargs["type"] = float
+        if field.name in FIELD_CHOICES:
+            kwargs["choices"] = FIELD_CHOICES[field.name]
+        default = getattr(defaults, field.name)
+        kwargs["help"] = f"{FIELD_HELP[field.name]} (default: {default})"
+        parser.add_argument("--" + field.name.replace("_", "-"), **kwargs)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sast",
+        description="Sharpness-Aware Surrogate Training of spiking neural networks: train "
+        "with smooth surrogate spikes (optionally with SAM), evaluate with hard spikes.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser(
+        "train", help="train one network into a run folder",
+        description="Train one network and evaluate it with surrogate and hard spikes. "
+        "Options override the values of --config, which override the defaults.",
+    )
+    train.add_argument("--config", type=Path, help="YAML or JSON file of config fields")
+    train.add_argument(
+        "--out", type=Path,
+        help="run folder (default: runs/<dataset>_<method>[_rho<rho>]_seed<seed>)",
+    )
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last checkpoint")
+    train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    _add_config_options(train)
+
+    evaluate = sub.add_parser(
+        "evaluate", help="evaluate a trained run in both spike modes",
+        description="Evaluate a run folder's trained network with surrogate and hard spikes "
+        "and write evaluation.json into it.",
+    )
+    evaluate.add_argument("run_dir", type=Path, help="a run folder written by `sast train`")
+    evaluate.add_argument("--split", choices=("test", "val"), default="test",
+                          help="which split to evaluate (default: test)")
+    evaluate.add_argument("--device", choices=DEVICES, default="auto",
+                          help="auto (CUDA if present), cpu or cuda (default: auto)")
+
+    sub.add_parser("datasets", help="list the datasets and what each needs",
+                   description="List the datasets sast can read and what each needs.")
+    return parser
+
+
+def resolve_config(args: argparse.Namespace, base: dict[str, Any] | None = None) -> RunConfig:
+    """Defaults ← ``base`` (a saved run's config) ← --config file ← command-line options."""
+    data: dict[str, Any] = dict(base or {})
+    source = "command line"
+    if args.config is not None:
+        data.update(load_config_file(args.config))
+        source = f"{args.config} + command line"
+    for field in dataclasses.fields(RunConfig):
+        value = getattr(args, field.name)
+        if value is not None:
+            data[field.name] = value
+    return RunConfig.from_dict(data, source=source)
+
+
+def default_out(cfg: RunConfig) -> Path:
+    rho = f"_rho{cfg.rho:g}" if cfg.uses_sam else ""
+    return Path("runs") / f"{cfg.dataset}_{cfg.method}{rho}_seed{cfg.seed}"
+
+
+def _print_result(result: dict[str, Any], where: Path) -> None:
+    print(f"\n{where}")
+    print(f"  {'mode':<10} {'accuracy':>9} {'NLL':>8}")
+    for mode in ("surrogate", "hard"):
+        r = result[mode]
+        print(f"  {mode:<10} {100 * r['accuracy']:8.2f}% {r['loss']:8.4f}")
+    print(f"  transfer gap {result['transfer_gap_pp']:+.2f} pp")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from sast.train import TrainingDiverged, fit
+
+    cfg = resolve_config(args)
+    out = args.out or default_out(cfg)
+    if args.resume and (out / "config.json").exists():
+        from sast.runfolder import read_json
+
+        cfg = resolve_config(args, base=read_json(out / "config.json"))
+    try:
+        final = fit(cfg, out, resume=args.resume, progress=not args.no_progress)
+    except TrainingDiverged as err:
+        print(f"sast train: {err}", file=sys.stderr)
+        return 3
+    _print_result(final, out / "final.json")
+    timing = final["timing"]
+    print(f"  {timing['epoch_time_s_median']:.2f} s per epoch (median), "
+          f"{timing['grad_evals_per_step']:.0f} forward-backward passes per step")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from sast.evaluate import evaluate_spike_modes
+    from sast.runfolder import atomic_write_json
+    from sast.train import load_run, prepare_data, resolve_device
+
+    cfg, model = load_run(args.run_dir, device=args.device)
+    splits = prepare_data(cfg)
+    data = splits.test if args.split == "test" else splits.val
+    device = resolve_device(args.device)
+    result = evaluate_spike_modes(model, data, device, cfg.eval_batch_size)
+    out = {"split": args.split, "method": cfg.method, "rho": cfg.rho if cfg.uses_sam else None,
+           "seed": cfg.seed, **result, "config": cfg.to_dict()}
+    atomic_write_json(args.run_dir / "evaluation.json", out)
+    _print_result(result, args.run_dir / "evaluation.json")
+    return 0
+
+
+def cmd_datasets(args: argparse.Namespace) -> int:
+    from sast.data import DATASETS
+
+    for spec in DATASETS.values():
+        w, h, p = spec.sensor_size
+        print(f"{spec.name}\n  {spec.description}\n  sensor {w}×{h}, {p} polarities, "
+              f"{spec.n_classes} classes\n  needs: {spec.needs}\n")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "datasets": cmd_datasets}
+    try:
+        return commands[args.command](args)
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+        print(f"sast {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

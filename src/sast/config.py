@@ -1,0 +1,169 @@
+"""The resolved configuration of one training run, and how it is read from YAML/JSON files.
+
+Every default here is a choice of this package, documented in the README; none is taken from
+the paper's body, which is not public with its abstract.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from sast.layers import SCAN_IMPLEMENTATIONS
+from sast.models import ARCHITECTURES, CONV_SCHEDULES, READOUTS
+from sast.neuron import SURROGATES
+from sast.optim import SAM_POLICIES
+
+METHODS = ("surrogate", "sast", "ste", "ste-sam")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+BINNINGS = ("time", "count")
+LR_SCHEDULES = ("constant", "cosine")
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass
+class RunConfig:
+    """Everything that determines a training run (with the code version, its seed fixes it)."""
+
+    # data
+    dataset: str = "synthetic-nmnist"
+    data_root: str | None = None
+    time_bins: int = 20
+    binning: str = "time"
+    val_fraction: float = 0.1
+    max_train_samples: int | None = None
+    # model
+    arch: str | None = None
+    hidden: tuple[int, ...] | None = None
+    channels: tuple[int, ...] | None = None
+    beta: float = 0.9
+    threshold: float = 1.0
+    surrogate: str = "sigmoid"
+    slope: float = 5.0
+    readout: str = "leaky"
+    readout_beta: float = 0.9
+    conv_schedule: str = "step"
+    scan_implementation: str = "fused"
+    # method
+    method: str = "sast"
+    rho: float = 0.3
+    adaptive: bool = False
+    eta: float = 0.01
+    sam_policy: str = "same"
+    # optimisation
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    lr_schedule: str = "constant"
+    epochs: int = 10
+    batch_size: int = 64
+    eval_batch_size: int = 256
+    # execution
+    seed: int = 0
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("hidden", "channels"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, int):
+                    value = (value,)
+                setattr(self, name, tuple(int(v) for v in value))
+        self.validate()
+
+    @property
+    def uses_sam(self) -> bool:
+        return self.method in ("sast", "ste-sam")
+
+    @property
+    def train_spike_mode(self) -> str:
+        return "ste" if self.method in ("ste", "ste-sam") else "surrogate"
+
+    def resolved_arch(self) -> str:
+        if self.arch is not None:
+            return self.arch
+        return "dvsgesture-conv" if "gesture" in self.dataset else "nmnist-mlp"
+
+    def validate(self) -> None:
+        choices = {
+            "method": METHODS, "optimizer": OPTIMIZERS, "binning": BINNINGS,
+            "lr_schedule": LR_SCHEDULES, "device": DEVICES, "sam_policy": SAM_POLICIES,
+            "surrogate": tuple(SURROGATES), "readout": READOUTS,
+            "conv_schedule": CONV_SCHEDULES, "scan_implementation": SCAN_IMPLEMENTATIONS,
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.arch is not None and self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
+        positive_ints = ("time_bins", "epochs", "batch_size", "eval_batch_size")
+        for name in positive_ints:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_train_samples is not None and self.max_train_samples < 1:
+            raise ValueError(f"max_train_samples must be >= 1, got {self.max_train_samples}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if not self.rho >= 0.0:
+            raise ValueError(f"rho must be >= 0, got {self.rho}")
+        if not self.lr > 0.0:
+            raise ValueError(f"lr must be positive, got {self.lr}")
+        if not 0.0 <= self.beta < 1.0:
+            raise ValueError(f"beta must lie in [0, 1), got {self.beta}")
+        if not self.threshold > 0.0:
+            raise ValueError(f"threshold must be positive, got {self.threshold}")
+        if not self.slope > 0.0:
+            raise ValueError(f"slope must be positive, got {self.slope}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        for name in ("hidden", "channels"):
+            if d[name] is not None:
+                d[name] = list(d[name])
+        return d
+
+    def replace(self, **changes: Any) -> RunConfig:
+        return RunConfig.from_dict({**self.to_dict(), **changes})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = [k for k in data if k not in known]
+        if unknown:
+            hints = []
+            for k in unknown:
+                close = difflib.get_close_matches(k, known, n=1)
+                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+            raise ValueError(f"{source}: unknown config field(s) {', '.join(hints)}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: {err}") from None
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON mapping of config fields (not yet validated)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as err:  # noqa: BLE001
+        raise ValueError(f"config file {path} could not be parsed: {err}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of field: value")
+    return data

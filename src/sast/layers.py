@@ -1,0 +1,196 @@
+"""Spiking layers over time-first tensors ``[T, B, ...]``.
+
+- :class:`LIF` runs the LIF scan of :mod:`sast.neuron`; its spike mode is switched for a whole
+  model by :func:`set_spike_mode` or, temporarily, by the :func:`spike_mode` context manager.
+- :class:`PerFrame` applies a stateless module (Linear, Conv2d, pooling) to every time step,
+  either to all ``T·B`` frames at once or step by step.
+- :class:`LeakyReadout` and :class:`SpikeCountReadout` turn the last hidden layer into logits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from sast.neuron import check_spike_mode, get_surrogate, lif_scan, lif_scan_reference
+
+SCAN_IMPLEMENTATIONS = ("fused", "reference")
+
+
+def check_time_first(x: Tensor, min_dim: int, what: str) -> None:
+    if x.dim() < min_dim:
+        raise ValueError(
+            f"{what} expects a time-first tensor [T, B, ...] with at least {min_dim} dimensions, "
+            f"got shape {tuple(x.shape)}"
+        )
+
+
+class LIF(nn.Module):
+    """Leaky integrate-and-fire neurons with reset by subtraction (see :func:`sast.lif_scan`).
+
+    ``u[t] = β·u[t−1] + I[t] − ϑ·s[t−1]``, ``s[t] = spike(u[t] − ϑ)``, from zero state on every
+    call. With ``record = True`` the last membrane trajectory is kept in ``self.membrane``.
+    """
+
+    def __init__(
+        self,
+        beta: float = 0.9,
+        threshold: float = 1.0,
+        surrogate: str = "sigmoid",
+        slope: float = 5.0,
+        spike_mode: str = "surrogate",
+        implementation: str = "fused",
+    ) -> None:
+        super().__init__()
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"beta (membrane leak) must lie in [0, 1), got {beta}")
+        if not threshold > 0.0:
+            raise ValueError(f"threshold must be positive, got {threshold}")
+        self.beta = float(beta)
+        self.threshold = float(threshold)
+        self.surrogate = get_surrogate(surrogate, slope)
+        self.spike_mode = check_spike_mode(spike_mode)
+        self.implementation = _check_implementation(implementation)
+        self.record = False
+        self.membrane: Tensor | None = None
+
+    def forward(self, current: Tensor) -> Tensor:
+        check_time_first(current, 2, "LIF")
+        scan = lif_scan if self.implementation == "fused" else lif_scan_reference
+        spikes, membrane = scan(
+            current, self.beta, self.threshold, self.surrogate, self.spike_mode
+        )
+        self.membrane = membrane if self.record else None
+        return spikes
+
+    def extra_repr(self) -> str:
+        sg = self.surrogate
+        return (
+            f"beta={self.beta}, threshold={self.threshold}, surrogate={sg.name}(k={sg.slope}), "
+            f"spike_mode={self.spike_mode!r}, implementation={self.implementation!r}"
+        )
+
+
+def _check_implementation(implementation: str) -> str:
+    if implementation not in SCAN_IMPLEMENTATIONS:
+        raise ValueError(
+            f"unknown scan implementation {implementation!r}; expected one of "
+            f"{SCAN_IMPLEMENTATIONS}"
+        )
+    return implementation
+
+
+class PerFrame(nn.Module):
+    """Apply a stateless module to every frame of ``x[T, B, ...]``.
+
+    ``step_by_step=False`` folds time into the batch and makes one call on ``[T·B, ...]``;
+    ``step_by_step=True`` calls the module on each ``x[t]`` and stacks the results (the faster
+    shape for small convolutions on CPU). ``channels_last`` puts 4-D frames in the channels-last
+    memory format first.
+    """
+
+    def __init__(
+        self, module: nn.Module, step_by_step: bool = False, channels_last: bool = False
+    ) -> None:
+        super().__init__()
+        self.module = module
+        self.step_by_step = step_by_step
+        self.channels_last = channels_last
+
+    def _prepare(self, x: Tensor) -> Tensor:
+        if self.channels_last and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_time_first(x, 3, "PerFrame")
+        if self.step_by_step:
+            return torch.stack([self.module(self._prepare(x_t)) for x_t in x.unbind(0)])
+        y = self.module(self._prepare(x.flatten(0, 1)))
+        return y.unflatten(0, x.shape[:2])
+
+
+def leaky_readout_weights(n_steps: int, beta: float, dtype: torch.dtype = torch.float32) -> Tensor:
+    """w[t] = (1/T)·Σ_{τ=t}^{T−1} β^{τ−t} = (1 − β^{T−t}) / ((1 − β)·T), t = 0 … T−1.
+
+    These are the weights with which the time-averaged membrane of a non-spiking leaky
+    integrator v[t] = β·v[t−1] + I[t], v[−1] = 0, depends on its inputs:
+    (1/T)·Σ_t v[t] = Σ_t w[t]·I[t].
+    """
+    remaining = torch.arange(n_steps, 0, -1, dtype=torch.float64)
+    if beta == 0.0:
+        w = torch.ones(n_steps, dtype=torch.float64)
+    else:
+        w = (1.0 - beta**remaining) / (1.0 - beta)
+    return (w / n_steps).to(dtype)
+
+
+class LeakyReadout(nn.Module):
+    """Non-spiking leaky-integrator readout whose time-averaged membrane gives the logits.
+
+    v[t] = β·v[t−1] + W·x[t] + b, logits = (1/T)·Σ_t v[t] = W·(Σ_t w[t]·x[t]) + b·Σ_t w[t],
+    with w from :func:`leaky_readout_weights`; the time sum is taken before the matmul.
+    """
+
+    def __init__(self, in_features: int, n_classes: int, beta: float = 0.9) -> None:
+        super().__init__()
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(f"readout beta must lie in [0, 1), got {beta}")
+        self.linear = nn.Linear(in_features, n_classes)
+        self.beta = float(beta)
+
+    def forward(self, x: Tensor) -> Tensor:
+        check_time_first(x, 3, "LeakyReadout")
+        w = leaky_readout_weights(x.shape[0], self.beta, x.dtype).to(x.device)
+        pooled = torch.tensordot(w, x, dims=([0], [0]))
+        return nn.functional.linear(pooled, self.linear.weight) + w.sum() * self.linear.bias
+
+
+class SpikeCountReadout(nn.Module):
+    """Spiking readout: a Linear layer into LIF neurons whose spike counts Σ_t s[t] are the
+    logits."""
+
+    def __init__(self, in_features: int, n_classes: int, **lif_kwargs: object) -> None:
+        super().__init__()
+        self.linear = PerFrame(nn.Linear(in_features, n_classes))
+        self.lif = LIF(**lif_kwargs)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.lif(self.linear(x)).sum(0)
+
+
+def lif_layers(model: nn.Module) -> Iterator[LIF]:
+    return (m for m in model.modules() if isinstance(m, LIF))
+
+
+def set_spike_mode(model: nn.Module, mode: str) -> nn.Module:
+    """Set the spike mode (``"surrogate"``, ``"hard"``, ``"ste"``) of every LIF layer in
+    ``model``; returns the model."""
+    check_spike_mode(mode)
+    for layer in lif_layers(model):
+        layer.spike_mode = mode
+    return model
+
+
+@contextmanager
+def spike_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
+    """Temporarily run every LIF layer of ``model`` in ``mode``; restores each layer's previous
+    mode on exit, even after an exception."""
+    previous = [(layer, layer.spike_mode) for layer in lif_layers(model)]
+    set_spike_mode(model, mode)
+    try:
+        yield model
+    finally:
+        for layer, old in previous:
+            layer.spike_mode = old
+
+
+def set_scan_implementation(model: nn.Module, implementation: str) -> nn.Module:
+    """Use the ``"fused"`` scan or the plain-autograd ``"reference"`` scan in every LIF layer."""
+    _check_implementation(implementation)
+    for layer in lif_layers(model):
+        layer.implementation = implementation
+    return model

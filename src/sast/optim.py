@@ -1,0 +1,141 @@
+"""Sharpness-aware minimisation (SAM) as a wrapper around any base optimiser.
+
+For a loss L(w), radius ρ and gradient g = ∇L(w) on a minibatch ξ, one SAM step is
+
+    ε = ρ · g / ‖g‖                       (ascent to the approximate worst point of the ρ-ball)
+    w ← BaseStep(w, ∇L(w + ε; ξ'))        (descend with the gradient taken there)
+
+where ξ' = ξ for standard SAM (Foret et al., 2021) and ξ' is an independent second minibatch for
+the variant covered by SAST's convergence theory. The adaptive variant (ASAM, Kwon et al., 2021)
+scales the ball by T_w = diag(|w| + η):
+
+    ε = ρ · T_w² g / ‖T_w g‖.
+
+:class:`SAM` shares ``param_groups`` with its base optimiser, so learning-rate schedulers and
+``state_dict`` round trips act on both (attach a scheduler to ``sam.base_optimizer``: its
+``step`` is the one that runs). Each group carries ``rho``, ``adaptive`` and ``eta``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch.optim import Optimizer
+
+SAM_POLICIES = ("same", "independent")
+
+
+class SAM(Optimizer):
+    """SAM / ASAM around ``base_optimizer`` (an instance, e.g. ``torch.optim.Adam(params)``).
+
+    Use :meth:`first_step` after the first backward pass and :meth:`second_step` after the
+    second, or :meth:`step` with a closure that recomputes the loss and calls ``backward``.
+
+    >>> import torch
+    >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    >>> sam = SAM(torch.optim.SGD([w], lr=0.1), rho=0.5)
+    >>> (w ** 2).sum().backward()          # g = 2w = (6, 8), ‖g‖ = 10
+    >>> sam.first_step(zero_grad=True)     # w + ε = (3.3, 4.4)
+    >>> [round(v, 5) for v in w.detach().tolist()]
+    [3.3, 4.4]
+    >>> (w ** 2).sum().backward()          # g' = (6.6, 8.8)
+    >>> sam.second_step()                  # w = (3, 4) − 0.1·g'
+    >>> [round(v, 5) for v in w.detach().tolist()]
+    [2.34, 3.12]
+    """
+
+    def __init__(
+        self, base_optimizer: Optimizer, rho: float = 0.05, adaptive: bool = False,
+        eta: float = 0.01,
+    ) -> None:
+        if not isinstance(base_optimizer, Optimizer):
+            raise TypeError(
+                "SAM wraps an optimiser instance, e.g. SAM(torch.optim.Adam(model.parameters()))"
+                f", got {type(base_optimizer).__name__}"
+            )
+        if not rho >= 0.0:
+            raise ValueError(f"SAM radius rho must be >= 0, got {rho}")
+        if not eta >= 0.0:
+            raise ValueError(f"ASAM eta must be >= 0, got {eta}")
+        self.base_optimizer = base_optimizer
+        super().__init__(base_optimizer.param_groups, dict(rho=rho, adaptive=adaptive, eta=eta))
+        self.param_groups = base_optimizer.param_groups
+        self.defaults.update(base_optimizer.defaults)
+
+    def _scale(self, p: torch.Tensor, group: dict) -> torch.Tensor | float:
+        return p.abs() + group["eta"] if group["adaptive"] else 1.0
+
+    def _grad_norm(self) -> torch.Tensor:
+        """‖T_w g‖ over every parameter with a gradient (T_w = 1 for plain SAM)."""
+        norms = [
+            (self._scale(p, group) * p.grad).norm(p=2)
+            for group in self.param_groups
+            for p in group["params"]
+            if p.grad is not None
+        ]
+        if not norms:
+            raise RuntimeError("SAM.first_step found no gradients; call backward() first")
+        return torch.stack([n.to(norms[0].device) for n in norms]).norm(p=2)
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """w ← w + ε with ε = ρ·T_w²g/‖T_w g‖; remembers w for :meth:`second_step`."""
+        grad_norm = self._grad_norm()
+        for group in self.param_groups:
+            scale = group["rho"] / (grad_norm + 1e-12)
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                t_w = self._scale(p, group)
+                e_w = p.grad * (t_w * t_w) * scale.to(p.device)
+                self.state[p]["old_p"] = p.detach().clone()
+                p.add_(e_w)
+        if zero_grad:
+            self.zero_grad()
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """Restore w and take the base optimiser's step with the gradient found at w + ε."""
+        for group in self.param_groups:
+            for p in group["params"]:
+                old = self.state[p].pop("old_p", None)
+                if old is not None:
+                    p.copy_(old)
+        self.base_optimizer.step()
+        if zero_grad:
+            self.zero_grad()
+
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> None:  # type: ignore[override]
+        """One SAM step; ``closure`` must zero the gradients, compute the loss on the descent
+        batch, call ``backward`` and return the loss. Gradients at w must already be present."""
+        if closure is None:
+            raise ValueError("SAM.step needs a closure that recomputes the loss and gradients")
+        self.first_step(zero_grad=True)
+        with torch.enable_grad():
+            closure()
+        self.second_step()
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        """The base optimiser's state (its param groups carry ``rho``, ``adaptive``, ``eta``)."""
+        return self.base_optimizer.state_dict()
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.base_optimizer.load_state_dict(state_dict)
+        self.param_groups = self.base_optimizer.param_groups
+
+
+def build_base_optimizer(
+    name: str, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0  # noqa: ANN001
+) -> Optimizer:
+    """``"adam"``, ``"adamw"`` or ``"sgd"`` (with momentum) over ``params``."""
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    raise ValueError(f"unknown optimizer {name!r}; expected one of ('adam', 'adamw', 'sgd')")

@@ -1,0 +1,406 @@
+"""The training loop: one step function per method, epochs, checkpoints and the metrics log.
+
+Methods (``RunConfig.method``):
+
+- ``surrogate``: surrogate-forward SNN, base optimiser (:func:`plain_step`);
+- ``sast``: surrogate-forward SNN, SAM (:func:`sam_step`);
+- ``ste``: hard spikes forward, σ_k′ backward, base optimiser;
+- ``ste-sam``: the STE network with SAM.
+
+Every epoch is seeded from (seed, epoch) alone, and a checkpoint is written atomically after it,
+so a run resumed from its checkpoint continues bit for bit as if it had never stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    RandomSampler,
+    SequentialSampler,
+    TensorDataset,
+)
+from tqdm.auto import tqdm
+
+from sast.config import RunConfig
+from sast.data import FrameSet, load_frames, time_first
+from sast.evaluate import evaluate_spike_modes
+from sast.layers import set_spike_mode
+from sast.models import SpikingNet, build_model
+from sast.optim import SAM, build_base_optimizer
+from sast.runfolder import RunFolder, atomic_torch_save, atomic_write_json, environment, read_json
+
+VALIDATION_SPLIT_SEED = 0
+"""The validation split is drawn with this fixed seed, so every run seed is validated on the
+same samples."""
+
+RESUMABLE_CHANGES = ("epochs", "device")
+"""Config fields that may differ when a run is resumed."""
+
+
+class TrainingDiverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclass
+class StepResult:
+    loss: float
+    correct: int
+    n: int
+    grad_evals: int
+
+
+@dataclass
+class Splits:
+    train: FrameSet
+    val: FrameSet
+    test: FrameSet
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` → CUDA when available, else CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def prepare_data(cfg: RunConfig) -> Splits:
+    """Train/validation/test frames. The validation part is held out of the training split
+    (``val_fraction``, fixed seed); ``max_train_samples`` then trims the training part."""
+    full = load_frames(cfg.dataset, "train", cfg.time_bins, cfg.binning, cfg.data_root)
+    test = load_frames(cfg.dataset, "test", cfg.time_bins, cfg.binning, cfg.data_root)
+    order = np.random.default_rng(VALIDATION_SPLIT_SEED).permutation(len(full))
+    n_val = int(round(cfg.val_fraction * len(full)))
+    val, train = full.subset(np.sort(order[:n_val])), full.subset(np.sort(order[n_val:]))
+    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
+        train = train.subset(np.arange(cfg.max_train_samples))
+    return Splits(train, val, test)
+
+
+def make_model(
+    cfg: RunConfig, input_shape: tuple[int, int, int], n_classes: int
+) -> SpikingNet:
+    """The configured architecture, initialised from ``cfg.seed`` (without touching the global
+    RNG state of the caller)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        model = build_model(
+            cfg.resolved_arch(), input_shape, n_classes,
+            hidden=cfg.hidden, channels=cfg.channels, beta=cfg.beta, threshold=cfg.threshold,
+            surrogate=cfg.surrogate, slope=cfg.slope, spike_mode=cfg.train_spike_mode,
+            readout=cfg.readout, readout_beta=cfg.readout_beta,
+            conv_schedule=cfg.conv_schedule, scan_implementation=cfg.scan_implementation,
+        )
+    return model
+
+
+def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
+    base = build_base_optimizer(
+        cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay
+    )
+    return SAM(base, rho=cfg.rho, adaptive=cfg.adaptive, eta=cfg.eta) if cfg.uses_sam else base
+
+
+def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer):  # noqa: ANN201
+    """Per-epoch schedule, attached to the optimiser whose ``step`` runs (SAM's base)."""
+    if cfg.lr_schedule == "cosine":
+        base = getattr(optimizer, "base_optimizer", optimizer)
+        return torch.optim.lr_scheduler.CosineAnnealingLR(base, T_max=cfg.epochs)
+    return None
+
+
+def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
+    """The shuffling generator of one epoch, a function of (seed, epoch, stream) only."""
+    seq = np.random.SeedSequence([seed, epoch, stream])
+    return torch.Generator().manual_seed(int(seq.generate_state(1, dtype=np.uint64)[0] >> 1))
+
+
+def batch_loader(
+    data: FrameSet, batch_size: int, generator: torch.Generator | None = None
+) -> DataLoader:
+    """Minibatches of (frames, labels); shuffled with ``generator`` when one is given. Each
+    batch is one indexing operation on the in-memory tensors."""
+    order = (
+        RandomSampler(range(len(data)), generator=generator)
+        if generator is not None else SequentialSampler(range(len(data)))
+    )
+    return DataLoader(
+        TensorDataset(data.frames, data.labels),
+        sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,
+    )
+
+
+def _forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+    logits = model(x)
+    loss = nn.functional.cross_entropy(logits, y)
+    value = loss.item()
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"training loss became {value}")
+    loss.backward()
+    return value, int((logits.argmax(1) == y).sum().item())
+
+
+def plain_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
+    descent: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> StepResult:
+    """One step of the base optimiser on ∇L(w; batch): one forward–backward pass."""
+    optimizer.zero_grad(set_to_none=True)
+    loss, correct = _forward_backward(model, x, y)
+    optimizer.step()
+    return StepResult(loss, correct, len(y), 1)
+
+
+def sam_step(
+    model: nn.Module, optimizer: SAM, x: torch.Tensor, y: torch.Tensor,
+    descent: tuple[torch.Tensor, torch.Tensor] | None = None,
+) -> StepResult:
+    """One SAM step: gradient at w on (x, y), ascend to w + ε, descend with the gradient at
+    w + ε on ``descent`` (an independent second minibatch) or, when None, on (x, y) again.
+    Two forward–backward passes."""
+    optimizer.zero_grad(set_to_none=True)
+    loss, correct = _forward_backward(model, x, y)
+    optimizer.first_step(zero_grad=True)
+    dx, dy = descent if descent is not None else (x, y)
+    _forward_backward(model, dx, dy)
+    optimizer.second_step(zero_grad=True)
+    return StepResult(loss, correct, len(y), 2)
+
+
+STEP_FUNCTIONS = {"surrogate": plain_step, "ste": plain_step, "sast": sam_step,
+                  "ste-sam": sam_step}
+
+
+def _cycle(loader_factory) -> Iterator:  # noqa: ANN001
+    stream = 0
+    while True:
+        stream += 1
+        yield from loader_factory(stream)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA memory allocated on a GPU; the process's peak resident set size on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    scale = 1 if sys.platform == "darwin" else 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
+
+
+def train_epoch(
+    cfg: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer, data: FrameSet,
+    epoch: int, device: torch.device, progress: bool = True,
+) -> dict[str, Any]:
+    """One pass over ``data`` in the order fixed by (seed, epoch); returns the epoch's
+    training metrics."""
+    step_fn = STEP_FUNCTIONS[cfg.method]
+    loader = batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch))
+    descent_batches = None
+    if cfg.uses_sam and cfg.sam_policy == "independent":
+        descent_batches = _cycle(
+            lambda s: batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch, s))
+        )
+    model.train()
+    total_loss, correct, seen, grad_evals, step_times = 0.0, 0, 0, 0, []
+    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress,
+               unit="batch", dynamic_ncols=True)
+    start = time.perf_counter()
+    for frames, labels in bar:
+        t0 = time.perf_counter()
+        x, y = time_first(frames, device), labels.to(device)
+        descent = None
+        if descent_batches is not None:
+            d_frames, d_labels = next(descent_batches)
+            descent = (time_first(d_frames, device), d_labels.to(device))
+        result = step_fn(model, optimizer, x, y, descent)
+        _sync(device)
+        step_times.append(time.perf_counter() - t0)
+        total_loss += result.loss * result.n
+        correct += result.correct
+        seen += result.n
+        grad_evals += result.grad_evals
+        bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
+    bar.close()
+    return {
+        "train_loss": total_loss / seen,
+        "train_accuracy": correct / seen,
+        "epoch_time_s": time.perf_counter() - start,
+        "step_time_s_median": statistics.median(step_times),
+        "steps": len(step_times),
+        "grad_evals": grad_evals,
+    }
+
+
+def _check_resumable(saved: RunConfig, cfg: RunConfig, folder: RunFolder) -> None:
+    a, b = saved.to_dict(), cfg.to_dict()
+    changed = [k for k in a if a[k] != b[k] and k not in RESUMABLE_CHANGES]
+    if changed:
+        detail = ", ".join(f"{k}: {a[k]!r} → {b[k]!r}" for k in changed)
+        raise ValueError(
+            f"cannot resume {folder.root}: its config differs in {detail}; only "
+            f"{RESUMABLE_CHANGES} may change on resume"
+        )
+
+
+def fit(
+    cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True,
+    log=print,  # noqa: ANN001
+) -> dict[str, Any]:
+    """Train ``cfg`` into run folder ``out`` and return the contents of its ``final.json``.
+
+    With ``resume=True`` an existing run in ``out`` continues from its last checkpoint
+    (``epochs`` may be raised to train further); a finished run is returned as it is.
+    """
+    folder = RunFolder(out)
+    device = resolve_device(cfg.device)
+    checkpoint = None
+    if folder.holds_run():
+        if not resume:
+            raise FileExistsError(
+                f"run folder {folder.root} already holds a run; pass --resume to continue it "
+                "or choose another --out"
+            )
+        saved = RunConfig.from_dict(read_json(folder.config), source=str(folder.config))
+        _check_resumable(saved, cfg, folder)
+        if folder.checkpoint.exists():
+            checkpoint = torch.load(folder.checkpoint, map_location="cpu", weights_only=False)
+            if checkpoint["epoch"] >= cfg.epochs and folder.final.exists():
+                final = read_json(folder.final)
+                if final.get("epochs") == cfg.epochs:
+                    log(f"{folder.root}: already finished ({cfg.epochs} epochs)")
+                    return final
+    folder.root.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(folder.config, cfg.to_dict())
+    atomic_write_json(folder.env, environment(device))
+
+    splits = prepare_data(cfg)
+    model = make_model(cfg, splits.train.input_shape, splits.train.n_classes).to(device)
+    optimizer = make_optimizer(cfg, model)
+    scheduler = make_scheduler(cfg, optimizer)
+    start_epoch = 0
+    if checkpoint is not None:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        if scheduler is not None and checkpoint.get("scheduler") is not None:
+            scheduler.load_state_dict(checkpoint["scheduler"])
+            scheduler.T_max = cfg.epochs
+        start_epoch = checkpoint["epoch"]
+        folder.write_metrics([r for r in folder.read_metrics() if r["epoch"] <= start_epoch])
+        log(f"{folder.root}: resuming after epoch {start_epoch}")
+    else:
+        folder.write_metrics([])
+    folder.final.unlink(missing_ok=True)
+    set_spike_mode(model, cfg.train_spike_mode)
+
+    folder.write_status("running", epoch=start_epoch)
+    try:
+        for epoch in range(start_epoch, cfg.epochs):
+            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+            row.update(train_epoch(cfg, model, optimizer, splits.train, epoch, device, progress))
+            if scheduler is not None:
+                scheduler.step()
+            if len(splits.val):
+                val = evaluate_spike_modes(model, splits.val, device, cfg.eval_batch_size)
+                row.update({
+                    "val_surrogate_accuracy": val["surrogate"]["accuracy"],
+                    "val_hard_accuracy": val["hard"]["accuracy"],
+                    "val_surrogate_loss": val["surrogate"]["loss"],
+                    "val_hard_loss": val["hard"]["loss"],
+                    "val_transfer_gap_pp": val["transfer_gap_pp"],
+                })
+            set_spike_mode(model, cfg.train_spike_mode)
+            row["peak_memory_mb"] = peak_memory_mb(device)
+            folder.append_metrics(row)
+            atomic_torch_save(folder.checkpoint, {
+                "epoch": epoch + 1, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict() if scheduler is not None else None,
+                "config": cfg.to_dict(), "input_shape": list(splits.train.input_shape),
+                "n_classes": splits.train.n_classes,
+            })
+            folder.write_status("running", epoch=epoch + 1)
+            log(_epoch_line(row, cfg.epochs))
+    except TrainingDiverged as err:
+        message = f"{err} in epoch {epoch + 1}; the last good checkpoint is after epoch {epoch}"
+        folder.write_status("diverged", message, epoch=epoch)
+        raise TrainingDiverged(f"{folder.root}: {message}") from None
+    except BaseException as err:
+        folder.write_status("failed", f"{type(err).__name__}: {err}")
+        raise
+
+    final = final_evaluation(cfg, model, splits, device, folder)
+    atomic_write_json(folder.final, final)
+    folder.write_status("finished", epoch=cfg.epochs)
+    return final
+
+
+def _epoch_line(row: dict[str, Any], epochs: int) -> str:
+    line = (f"epoch {row['epoch']}/{epochs}  loss {row['train_loss']:.4f}  "
+            f"train acc {row['train_accuracy']:.3f}")
+    if "val_surrogate_accuracy" in row:
+        line += (f"  val surrogate {row['val_surrogate_accuracy']:.3f}  "
+                 f"hard {row['val_hard_accuracy']:.3f}")
+    return line + f"  ({row['epoch_time_s']:.1f} s)"
+
+
+def final_evaluation(
+    cfg: RunConfig, model: nn.Module, splits: Splits, device: torch.device, folder: RunFolder,
+) -> dict[str, Any]:
+    """Test accuracy in both spike modes, the transfer gap and timing, with the config."""
+    test = evaluate_spike_modes(model, splits.test, device, cfg.eval_batch_size)
+    rows = folder.read_metrics()
+    final: dict[str, Any] = {
+        "dataset": cfg.dataset,
+        "arch": cfg.resolved_arch(),
+        "method": cfg.method,
+        "rho": cfg.rho if cfg.uses_sam else None,
+        "seed": cfg.seed,
+        "epochs": cfg.epochs,
+        "split": "test",
+        **test,
+    }
+    if len(splits.val):
+        final["validation"] = evaluate_spike_modes(model, splits.val, device, cfg.eval_batch_size)
+    final["timing"] = {
+        "epoch_time_s_median": statistics.median(r["epoch_time_s"] for r in rows),
+        "step_time_s_median": statistics.median(r["step_time_s_median"] for r in rows),
+        "grad_evals_per_step": rows[-1]["grad_evals"] / rows[-1]["steps"],
+        "total_train_time_s": sum(r["epoch_time_s"] for r in rows),
+        "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
+    }
+    final["sizes"] = {"train": len(splits.train), "val": len(splits.val), "test": len(splits.test)}
+    final["config"] = cfg.to_dict()
+    return final
+
+
+def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, SpikingNet]:
+    """The config and trained model (weights of the last checkpoint) of a run folder."""
+    folder = RunFolder(run_dir)
+    if not folder.config.exists():
+        raise FileNotFoundError(f"{folder.root} is not a run folder (no config.json)")
+    if not folder.checkpoint.exists():
+        raise FileNotFoundError(f"{folder.root} has no checkpoint.pt; has it trained an epoch?")
+    cfg = RunConfig.from_dict(read_json(folder.config), source=str(folder.config))
+    state = torch.load(folder.checkpoint, map_location="cpu", weights_only=False)
+    model = make_model(cfg, tuple(state["input_shape"]), state["n_classes"])
+    model.load_state_dict(state["model"])
+    return cfg, model.to(resolve_device(device))

@@ -1,0 +1,18 @@
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_cache(tmp_path_factory):
+    """Keep the synthetic-data cache of a test session out of the user's cache folder."""
+    old = os.environ.get("SAST_CACHE_DIR")
+    os.environ["SAST_CACHE_DIR"] = str(tmp_path_factory.mktemp("sast-cache"))
+    yield
+    if old is None:
+        os.environ.pop("SAST_CACHE_DIR", None)
+    else:
+        os.environ["SAST_CACHE_DIR"] = old

@@ -1,0 +1,144 @@
+import json
+
+import pytest
+import torch
+
+from sast.config import RunConfig
+from sast.runfolder import read_json
+from sast.train import TrainingDiverged, fit, load_run, prepare_data
+
+SMALL = dict(max_train_samples=96, hidden=(16,), time_bins=6, batch_size=32, epochs=2,
+             eval_batch_size=512)
+
+
+def small(**changes):
+    return RunConfig(**{**SMALL, **changes})
+
+
+def quiet(*_):
+    pass
+
+
+def _strip_times(rows):
+    drop = ("epoch_time_s", "step_time_s_median", "peak_memory_mb")
+    return [{k: v for k, v in r.items() if k not in drop} for r in rows]
+
+
+@pytest.mark.parametrize("method", ["surrogate", "sast", "ste", "ste-sam"])
+def test_fit_writes_a_complete_run_folder(tmp_path, method):
+    final = fit(small(method=method), tmp_path / "run", progress=False, log=quiet)
+    run = tmp_path / "run"
+    for name in ("config.json", "env.json", "metrics.jsonl", "checkpoint.pt", "final.json"):
+        assert (run / name).exists(), name
+    assert read_json(run / "status.json")["status"] == "finished"
+    on_disk = read_json(run / "final.json")
+    assert on_disk == json.loads(json.dumps(final))
+    for mode in ("surrogate", "hard"):
+        assert 0.0 <= final[mode]["accuracy"] <= 1.0
+    gap = 100 * (final["surrogate"]["accuracy"] - final["hard"]["accuracy"])
+    assert final["transfer_gap_pp"] == pytest.approx(gap)
+    assert final["method"] == method and final["seed"] == 0
+    assert final["rho"] == (0.3 if method in ("sast", "ste-sam") else None)
+    assert final["config"]["method"] == method
+    passes = 2 if method in ("sast", "ste-sam") else 1
+    assert final["timing"]["grad_evals_per_step"] == passes
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert {"val_surrogate_accuracy", "val_hard_accuracy", "train_loss"} <= set(rows[0])
+
+
+def test_training_learns_the_synthetic_digits(tmp_path):
+    cfg = RunConfig(max_train_samples=600, hidden=(64,), time_bins=10, epochs=3,
+                    method="surrogate")
+    final = fit(cfg, tmp_path / "run", progress=False, log=quiet)
+    assert final["surrogate"]["accuracy"] > 0.6  # chance is 0.1
+
+
+def _models_equal(a, b):
+    a = torch.load(a / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(b / "checkpoint.pt", weights_only=False)["model"]
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_extending_a_finished_run_equals_training_longer(tmp_path):
+    cfg = small(method="sast", epochs=3, sam_policy="independent")
+    fit(cfg, tmp_path / "straight", progress=False, log=quiet)
+    fit(cfg.replace(epochs=1), tmp_path / "resumed", progress=False, log=quiet)
+    fit(cfg, tmp_path / "resumed", resume=True, progress=False, log=quiet)
+
+    assert _models_equal(tmp_path / "straight", tmp_path / "resumed")
+    rows_a = [json.loads(x) for x in (tmp_path / "straight/metrics.jsonl").read_text().splitlines()]
+    rows_b = [json.loads(x) for x in (tmp_path / "resumed/metrics.jsonl").read_text().splitlines()]
+    assert _strip_times(rows_a) == _strip_times(rows_b)
+    fa, fb = (read_json(tmp_path / d / "final.json") for d in ("straight", "resumed"))
+    assert fa["surrogate"] == fb["surrogate"] and fa["hard"] == fb["hard"]
+
+
+def test_crash_mid_epoch_then_resume(tmp_path, monkeypatch):
+    import sast.train as train
+
+    cfg = small(method="sast", epochs=3, lr_schedule="cosine")
+    fit(cfg, tmp_path / "straight", progress=False, log=quiet)
+
+    real_step, calls = train.STEP_FUNCTIONS["sast"], {"n": 0}
+
+    def crashing_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:  # inside the second epoch (3 steps per epoch)
+            raise KeyboardInterrupt
+        return real_step(*args, **kwargs)
+
+    monkeypatch.setitem(train.STEP_FUNCTIONS, "sast", crashing_step)
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, tmp_path / "crashed", progress=False, log=quiet)
+    assert read_json(tmp_path / "crashed" / "status.json")["status"] == "failed"
+    assert not (tmp_path / "crashed" / "final.json").exists()
+    monkeypatch.setitem(train.STEP_FUNCTIONS, "sast", real_step)
+    fit(cfg, tmp_path / "crashed", resume=True, progress=False, log=quiet)
+
+    assert _models_equal(tmp_path / "straight", tmp_path / "crashed")
+    fa, fb = (read_json(tmp_path / d / "final.json") for d in ("straight", "crashed"))
+    assert fa["surrogate"] == fb["surrogate"] and fa["hard"] == fb["hard"]
+
+
+def test_existing_run_needs_resume_and_same_config(tmp_path):
+    cfg = small(epochs=1)
+    fit(cfg, tmp_path / "run", progress=False, log=quiet)
+    with pytest.raises(FileExistsError, match="--resume"):
+        fit(cfg, tmp_path / "run", progress=False, log=quiet)
+    with pytest.raises(ValueError, match="rho"):
+        fit(cfg.replace(rho=0.1), tmp_path / "run", resume=True, progress=False, log=quiet)
+    again = fit(cfg, tmp_path / "run", resume=True, progress=False, log=quiet)
+    assert again == read_json(tmp_path / "run" / "final.json")
+
+
+def test_divergence_stops_with_a_clear_message(tmp_path, monkeypatch):
+    import sast.train as train
+
+    real = train.nn.functional.cross_entropy
+    monkeypatch.setattr(train.nn.functional, "cross_entropy",
+                        lambda *a, **k: real(*a, **k) * float("nan"))
+    with pytest.raises(TrainingDiverged, match="nan"):
+        fit(small(), tmp_path / "run", progress=False, log=quiet)
+    status = read_json(tmp_path / "run" / "status.json")
+    assert status["status"] == "diverged" and "nan" in status["message"]
+
+
+def test_load_run_restores_the_trained_model(tmp_path):
+    cfg = small(epochs=1)
+    final = fit(cfg, tmp_path / "run", progress=False, log=quiet)
+    cfg2, model = load_run(tmp_path / "run")
+    assert cfg2 == cfg
+    from sast.evaluate import evaluate_spike_modes
+
+    again = evaluate_spike_modes(model, prepare_data(cfg).test)
+    assert again["hard"]["accuracy"] == final["hard"]["accuracy"]
+    assert again["surrogate"]["accuracy"] == final["surrogate"]["accuracy"]
+
+
+def test_splits_are_disjoint_and_fixed():
+    cfg = small(max_train_samples=None)
+    s1, s2 = prepare_data(cfg), prepare_data(cfg.replace(seed=5))
+    assert torch.equal(s1.val.frames, s2.val.frames)
+    assert len(s1.train) + len(s1.val) + len(s1.test) == 1797  # scikit-learn's digits
+    assert len(s1.test) == 359 and len(s1.val) == round(0.1 * 1438)

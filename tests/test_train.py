@@ -142,3 +142,46 @@ def test_splits_are_disjoint_and_fixed():
     assert torch.equal(s1.val.frames, s2.val.frames)
     assert len(s1.train) + len(s1.val) + len(s1.test) == 1797  # scikit-learn's digits
     assert len(s1.test) == 359 and len(s1.val) == round(0.1 * 1438)
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    cfg = small(method="sast", epochs=1)
+    fit(cfg, tmp_path / "eager", progress=False, log=quiet)
+    fit(cfg.replace(compile=True), tmp_path / "compiled", progress=False, log=quiet)
+    a = torch.load(tmp_path / "eager" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "compiled" / "checkpoint.pt", weights_only=False)["model"]
+    for k in a:
+        assert torch.allclose(a[k], b[k], atol=1e-4), k
+
+
+@pytest.mark.parametrize("independent", [False, True])
+def test_sam_step_descends_with_the_gradient_at_the_perturbed_point(independent):
+    from torch import nn
+
+    from sast.optim import SAM
+    from sast.train import sam_step
+
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3).double()
+    w0 = [p.detach().clone() for p in model.parameters()]
+    x1, y1 = torch.randn(5, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 0, 1])
+    x2, y2 = torch.randn(5, 4, dtype=torch.float64), torch.tensor([2, 2, 1, 0, 0])
+    rho, lr = 0.2, 0.5
+
+    def grads(params, x, y):
+        w, b = (p.detach().clone().requires_grad_() for p in params)
+        loss = nn.functional.cross_entropy(x @ w.T + b, y)
+        return torch.autograd.grad(loss, (w, b))
+
+    g1 = grads(w0, x1, y1)
+    norm = torch.sqrt(sum((g * g).sum() for g in g1))
+    perturbed = [p + rho * g / norm for p, g in zip(w0, g1, strict=True)]
+    g2 = grads(perturbed, *((x2, y2) if independent else (x1, y1)))
+    expected = [p - lr * g for p, g in zip(w0, g2, strict=True)]
+
+    sam = SAM(torch.optim.SGD(model.parameters(), lr=lr), rho=rho)
+    result = sam_step(model, sam, x1, y1, (x2, y2) if independent else None)
+    assert result.grad_evals == 2
+    for p, e in zip(model.parameters(), expected, strict=True):
+        assert torch.allclose(p, e, atol=1e-12)

@@ -56,6 +56,8 @@ FIELD_HELP: dict[str, str] = {
     "eval_batch_size": "evaluation batch size",
     "seed": "seed of initialisation and shuffling",
     "device": "auto (CUDA if present), cpu or cuda",
+    "compile": "train through torch.compile (reference scan, fused by the compiler; costs about "
+    "a minute of compilation, pays off for conv nets on long runs)",
 }
 
 FIELD_CHOICES: dict[str, tuple[str, ...]] = {

@@ -66,6 +66,7 @@ class RunConfig:
     # execution
     seed: int = 0
     device: str = "auto"
+    compile: bool = False
 
     def __post_init__(self) -> None:
         for name in ("hidden", "channels"):

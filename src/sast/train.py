@@ -38,7 +38,7 @@ from tqdm.auto import tqdm
 from sast.config import RunConfig
 from sast.data import FrameSet, load_frames, time_first
 from sast.evaluate import evaluate_spike_modes
-from sast.layers import set_spike_mode
+from sast.layers import set_scan_implementation, set_spike_mode
 from sast.models import SpikingNet, build_model
 from sast.optim import SAM, build_base_optimizer
 from sast.runfolder import RunFolder, atomic_torch_save, atomic_write_json, environment, read_json
@@ -131,17 +131,20 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
 
 
 def batch_loader(
-    data: FrameSet, batch_size: int, generator: torch.Generator | None = None
+    data: FrameSet, batch_size: int, generator: torch.Generator | None = None,
+    drop_last: bool = False,
 ) -> DataLoader:
     """Minibatches of (frames, labels); shuffled with ``generator`` when one is given. Each
-    batch is one indexing operation on the in-memory tensors."""
+    batch is one indexing operation on the in-memory tensors. ``drop_last`` drops a last
+    partial batch (a compiled model then sees one input shape only)."""
     order = (
         RandomSampler(range(len(data)), generator=generator)
         if generator is not None else SequentialSampler(range(len(data)))
     )
     return DataLoader(
         TensorDataset(data.frames, data.labels),
-        sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None,
+        sampler=BatchSampler(order, batch_size, drop_last=drop_last and len(data) > batch_size),
+        batch_size=None,
     )
 
 
@@ -186,6 +189,17 @@ STEP_FUNCTIONS = {"surrogate": plain_step, "ste": plain_step, "sast": sam_step,
                   "ste-sam": sam_step}
 
 
+def _compiled(model: nn.Module) -> nn.Module:
+    """``torch.compile`` of ``model`` with its LIF layers on the plain-autograd scan (the
+    compiler fuses the per-step elementwise work with the convolutions), cached on the model."""
+    compiled = getattr(model, "_sast_compiled", None)
+    if compiled is None:
+        set_scan_implementation(model, "reference")
+        compiled = torch.compile(model, dynamic=False)
+        object.__setattr__(model, "_sast_compiled", compiled)
+    return compiled
+
+
 def _cycle(loader_factory) -> Iterator:  # noqa: ANN001
     stream = 0
     while True:
@@ -213,12 +227,15 @@ def train_epoch(
     """One pass over ``data`` in the order fixed by (seed, epoch); returns the epoch's
     training metrics."""
     step_fn = STEP_FUNCTIONS[cfg.method]
-    loader = batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch))
+    loader = batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch),
+                          drop_last=cfg.compile)
     descent_batches = None
     if cfg.uses_sam and cfg.sam_policy == "independent":
         descent_batches = _cycle(
             lambda s: batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch, s))
         )
+    if cfg.compile:
+        model = _compiled(model)
     model.train()
     total_loss, correct, seen, grad_evals, step_times = 0.0, 0, 0, 0, []
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress,

@@ -28,6 +28,9 @@ FIELD_HELP: dict[str, str] = {
     "data_root": "folder holding a real dataset in its original layout",
     "time_bins": "number of frames T each sample is binned into",
     "binning": "cut samples into frames of equal time or of equal event count",
+    "window_ms": "sample window in ms from the gesture start (gesture datasets; default 1500)",
+    "downsample": "spatial downsampling factor (gesture datasets; default 4: 128 → 32)",
+    "first_saccade_only": "keep only N-MNIST's first saccade (t < 100 ms)",
     "val_fraction": "fraction of the training split held out for validation",
     "max_train_samples": "train on at most this many samples (quick runs)",
     "arch": "architecture (default: nmnist-mlp, or dvsgesture-conv for gesture data)",
@@ -56,6 +59,7 @@ FIELD_HELP: dict[str, str] = {
     "eval_batch_size": "evaluation batch size",
     "seed": "seed of initialisation and shuffling",
     "device": "auto (CUDA if present), cpu or cuda",
+    "cache_dir": "frame cache folder (default: $SAST_CACHE_DIR or ~/.cache/sast)",
     "compile": "train through torch.compile (reference scan, fused by the compiler; costs about "
     "a minute of compilation, pays off for conv nets on long runs)",
 }

@@ -34,6 +34,9 @@ class RunConfig:
     data_root: str | None = None
     time_bins: int = 20
     binning: str = "time"
+    window_ms: float | None = None
+    downsample: int | None = None
+    first_saccade_only: bool | None = None
     val_fraction: float = 0.1
     max_train_samples: int | None = None
     # model
@@ -67,6 +70,13 @@ class RunConfig:
     seed: int = 0
     device: str = "auto"
     compile: bool = False
+    cache_dir: str | None = None
+
+    def dataset_options(self) -> dict[str, Any]:
+        """The dataset-specific preprocessing options that were set."""
+        options = {"window_ms": self.window_ms, "downsample": self.downsample,
+                   "first_saccade_only": self.first_saccade_only}
+        return {k: v for k, v in options.items() if v is not None}
 
     def __post_init__(self) -> None:
         for name in ("hidden", "channels"):
@@ -111,6 +121,10 @@ class RunConfig:
             raise ValueError(f"max_train_samples must be >= 1, got {self.max_train_samples}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if self.window_ms is not None and not self.window_ms > 0:
+            raise ValueError(f"window_ms must be positive, got {self.window_ms}")
+        if self.downsample is not None and self.downsample < 1:
+            raise ValueError(f"downsample must be >= 1, got {self.downsample}")
         if not self.rho >= 0.0:
             raise ValueError(f"rho must be >= 0, got {self.rho}")
         if not self.lr > 0.0:

@@ -32,8 +32,8 @@ def evaluate_mode(
     try:
         with spike_mode(model, mode):
             for start in range(0, len(data), batch_size):
-                x = time_first(data.frames[start:start + batch_size], device)
-                y = data.labels[start:start + batch_size].to(device)
+                frames, labels = data.batch(slice(start, start + batch_size))
+                x, y = time_first(frames, device), labels.to(device)
                 logits = model(x)
                 nll += nn.functional.cross_entropy(logits, y, reduction="sum").item()
                 correct += (logits.argmax(1) == y).sum().item()

@@ -31,7 +31,6 @@ from torch.utils.data import (
     DataLoader,
     RandomSampler,
     SequentialSampler,
-    TensorDataset,
 )
 from tqdm.auto import tqdm
 
@@ -79,11 +78,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def prepare_data(cfg: RunConfig) -> Splits:
+def prepare_data(cfg: RunConfig, progress: bool = False) -> Splits:
     """Train/validation/test frames. The validation part is held out of the training split
     (``val_fraction``, fixed seed); ``max_train_samples`` then trims the training part."""
-    full = load_frames(cfg.dataset, "train", cfg.time_bins, cfg.binning, cfg.data_root)
-    test = load_frames(cfg.dataset, "test", cfg.time_bins, cfg.binning, cfg.data_root)
+    full, test = (
+        load_frames(cfg.dataset, split, cfg.time_bins, cfg.binning, cfg.data_root,
+                    cfg.cache_dir, progress, **cfg.dataset_options())
+        for split in ("train", "test")
+    )
     order = np.random.default_rng(VALIDATION_SPLIT_SEED).permutation(len(full))
     n_val = int(round(cfg.val_fraction * len(full)))
     val, train = full.subset(np.sort(order[:n_val])), full.subset(np.sort(order[n_val:]))
@@ -142,7 +144,7 @@ def batch_loader(
         if generator is not None else SequentialSampler(range(len(data)))
     )
     return DataLoader(
-        TensorDataset(data.frames, data.labels),
+        data,
         sampler=BatchSampler(order, batch_size, drop_last=drop_last and len(data) > batch_size),
         batch_size=None,
     )
@@ -309,7 +311,7 @@ def fit(
     atomic_write_json(folder.config, cfg.to_dict())
     atomic_write_json(folder.env, environment(device))
 
-    splits = prepare_data(cfg)
+    splits = prepare_data(cfg, progress)
     model = make_model(cfg, splits.train.input_shape, splits.train.n_classes).to(device)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)

@@ -1,0 +1,168 @@
+"""On-disk cache of binned frames, keyed by a hash of every preprocessing parameter.
+
+An entry is a folder ``<cache_dir>/frames/<key>/`` holding
+
+- ``frames.npy``  uint8 counts ``[N, T, P, H, W]`` (clipped at 255), memory-mapped on load, so a
+  dataset never has to sit in RAM whole;
+- ``labels.npy``  int64 ``[N]``;
+- ``meta.json``   the parameters that produced it, the shapes, and a CRC-32 of each file.
+
+``key = sha256(json(params, sorted keys))[:20]`` where ``params`` names the dataset, split,
+binning, T, window, downsampling, reader versions, the data root and a fingerprint of its files:
+a changed parameter gives a different key and can never read a stale entry. Entries are built
+in a temporary folder and renamed into place (atomic); an entry whose files do not match its
+``meta.json`` is reported and rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FRAME_CACHE_VERSION = 1
+_CRC_CHUNK = 1 << 24
+_verified: set[str] = set()
+
+
+def default_cache_dir() -> Path:
+    """``$SAST_CACHE_DIR``, else ``~/.cache/sast``."""
+    env = os.environ.get("SAST_CACHE_DIR")
+    return Path(env) if env else Path.home() / ".cache" / "sast"
+
+
+def cache_key(params: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``params`` (and the cache format version), 20 hex
+    digits."""
+    text = json.dumps({"frame_cache_version": FRAME_CACHE_VERSION, **params}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def file_crc32(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(_CRC_CHUNK):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def files_fingerprint(paths: list[Path]) -> dict[str, int]:
+    """Number, total size and latest modification time of ``paths``: changes when files are
+    added, removed, grown or rewritten."""
+    sizes, mtimes = [], []
+    for p in paths:
+        st = p.stat()
+        sizes.append(st.st_size)
+        mtimes.append(st.st_mtime_ns)
+    return {"files": len(paths), "bytes": int(sum(sizes)), "mtime_ns": int(max(mtimes, default=0))}
+
+
+Chunk = tuple[np.ndarray, np.ndarray]
+"""(frames uint8 [n, T, P, H, W], labels int64 [n]) for consecutive samples."""
+
+
+class FrameCache:
+    """The frame cache under ``root`` (default :func:`default_cache_dir`)."""
+
+    def __init__(self, root: str | os.PathLike | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def entry(self, key: str) -> Path:
+        return self.root / "frames" / key
+
+    def load(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
+        """The cached (frames memmap, labels) of ``key``; None when absent. A damaged entry
+        raises ``ValueError`` naming what is wrong."""
+        folder = self.entry(key)
+        if not folder.exists():
+            return None
+        meta_path = folder / "meta.json"
+        try:
+            meta = json.loads(meta_path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{meta_path} is unreadable: {err}") from None
+        frames_path, labels_path = folder / "frames.npy", folder / "labels.npy"
+        for path in (frames_path, labels_path):
+            if not path.exists():
+                raise ValueError(f"{path} is missing")
+        if str(folder) not in _verified:
+            for path, crc in ((frames_path, meta.get("frames_crc32")),
+                              (labels_path, meta.get("labels_crc32"))):
+                if file_crc32(path) != crc:
+                    raise ValueError(f"{path} does not match the checksum in {meta_path}")
+            _verified.add(str(folder))
+        try:
+            frames = np.load(frames_path, mmap_mode="c")
+            labels = np.load(labels_path)
+        except ValueError as err:
+            raise ValueError(f"{folder}: unreadable array: {err}") from None
+        if list(frames.shape) != meta.get("shape") or labels.shape != (frames.shape[0],):
+            raise ValueError(f"{folder}: arrays do not have the shape recorded in meta.json")
+        return frames, labels
+
+    def store(self, key: str, params: dict[str, Any], shape: tuple[int, ...],
+              chunks: Iterator[Chunk]) -> tuple[np.ndarray, np.ndarray]:
+        """Write the chunks into a new entry (built aside, renamed into place) and return it
+        memory-mapped. ``shape`` is the full frames shape ``[N, T, P, H, W]``."""
+        parent = self.root / "frames"
+        parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{key}."))
+        try:
+            frames = np.lib.format.open_memmap(
+                tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=tuple(shape)
+            )
+            labels = np.empty(shape[0], dtype=np.int64)
+            start = 0
+            for chunk_frames, chunk_labels in chunks:
+                stop = start + len(chunk_labels)
+                frames[start:stop] = chunk_frames
+                labels[start:stop] = chunk_labels
+                start = stop
+            if start != shape[0]:
+                raise RuntimeError(f"frame cache: expected {shape[0]} samples, got {start}")
+            frames.flush()
+            del frames
+            np.save(tmp / "labels.npy", labels)
+            meta = {
+                "params": params, "shape": list(shape),
+                "frames_crc32": file_crc32(tmp / "frames.npy"),
+                "labels_crc32": file_crc32(tmp / "labels.npy"),
+            }
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+            final = self.entry(key)
+            if final.exists():
+                shutil.rmtree(final)
+            os.replace(tmp, final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        _verified.add(str(final))
+        loaded = self.load(key)
+        assert loaded is not None
+        return loaded
+
+    def get_or_build(
+        self, params: dict[str, Any], shape: Callable[[], tuple[int, ...]],
+        chunks: Callable[[], Iterator[Chunk]],
+    ) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(frames, labels, was_cached): the cached entry of ``params``, or a new one built
+        from ``chunks()``; a damaged entry is rebuilt with a warning."""
+        key = cache_key(params)
+        try:
+            found = self.load(key)
+        except ValueError as err:
+            warnings.warn(f"rebuilding damaged frame cache entry: {err}", stacklevel=2)
+            found = None
+        if found is not None:
+            return found[0], found[1], True
+        frames, labels = self.store(key, params, shape(), chunks())
+        return frames, labels, False

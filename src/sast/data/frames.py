@@ -1,0 +1,73 @@
+"""Binned event frames in memory or memory-mapped, and their conversion to model input."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+class FrameSet:
+    """Binned event frames: uint8 counts ``[N, T, P, H, W]`` and int64 labels ``[N]``.
+
+    ``frames`` may be memory-mapped from the frame cache; :meth:`subset` only composes index
+    arrays, and :meth:`batch` reads just the rows it needs, so a large dataset never has to sit
+    in RAM whole.
+    """
+
+    def __init__(self, frames: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
+                 n_classes: int, indices: torch.Tensor | None = None) -> None:
+        self._frames = torch.as_tensor(frames)
+        self._labels = torch.as_tensor(labels, dtype=torch.long)
+        self.n_classes = int(n_classes)
+        if self._frames.dim() != 5 or self._frames.shape[0] != self._labels.shape[0]:
+            raise ValueError(
+                f"FrameSet needs frames [N, T, P, H, W] and labels [N], got "
+                f"{tuple(self._frames.shape)} and {tuple(self._labels.shape)}"
+            )
+        self._indices = indices
+
+    def __len__(self) -> int:
+        return int(self._labels.shape[0] if self._indices is None else self._indices.shape[0])
+
+    def __repr__(self) -> str:
+        return f"FrameSet(n={len(self)}, frame shape={self.input_shape}, " \
+            f"T={self.time_bins}, n_classes={self.n_classes})"
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return tuple(self._frames.shape[2:])  # type: ignore[return-value]
+
+    @property
+    def time_bins(self) -> int:
+        return int(self._frames.shape[1])
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return self._labels if self._indices is None else self._labels[self._indices]
+
+    def _rows(self, idx: torch.Tensor | slice) -> torch.Tensor | slice:
+        if self._indices is None:
+            return idx
+        return self._indices[idx]
+
+    def batch(self, idx: torch.Tensor | slice | list[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(frames uint8 [b, T, P, H, W], labels [b]) of the samples ``idx`` of this set."""
+        if isinstance(idx, list):
+            idx = torch.as_tensor(idx, dtype=torch.long)
+        rows = self._rows(idx)
+        return self._frames[rows], self._labels[rows]
+
+    __getitem__ = batch
+
+    def subset(self, indices: np.ndarray | torch.Tensor) -> FrameSet:
+        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
+        return FrameSet(self._frames, self._labels, self.n_classes, self._rows(idx))
+
+
+def time_first(frames: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Batch-first count frames ``[B, T, ...]`` → float32, time-first ``[T, B, ...]`` on
+    ``device`` (the transfer moves the compact uint8 tensor)."""
+    if frames.dim() < 3:
+        raise ValueError(f"expected batch-first frames [B, T, ...], got {tuple(frames.shape)}")
+    x = frames.to(device, non_blocking=True).transpose(0, 1)
+    return x.to(torch.float32, memory_format=torch.contiguous_format)

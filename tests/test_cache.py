@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+
+import sast.data.cache as cache_mod
+from sast.data import load_frames
+from sast.data.cache import FrameCache, cache_key
+
+PARAMS = {"dataset": "toy", "split": "train", "time_bins": 4}
+
+
+def toy_chunks(n=10, chunk=4, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = rng.integers(0, 5, size=(n, 4, 2, 3, 3), dtype=np.uint8)
+    labels = np.arange(n, dtype=np.int64) % 3
+
+    def chunks():
+        for s in range(0, n, chunk):
+            yield frames[s:s + chunk], labels[s:s + chunk]
+
+    return frames, labels, chunks
+
+
+def test_key_depends_on_every_parameter():
+    base = cache_key(PARAMS)
+    assert base == cache_key(dict(reversed(PARAMS.items())))
+    for k, v in [("dataset", "other"), ("split", "test"), ("time_bins", 5), ("extra", 1)]:
+        assert cache_key({**PARAMS, k: v}) != base
+
+
+def test_build_then_read_back_memory_mapped(tmp_path):
+    frames, labels, chunks = toy_chunks()
+    cache = FrameCache(tmp_path)
+    f1, l1, cached = cache.get_or_build(PARAMS, lambda: frames.shape, chunks)
+    assert not cached and np.array_equal(f1, frames) and np.array_equal(l1, labels)
+    f2, l2, cached = cache.get_or_build(PARAMS, lambda: frames.shape, lambda: 1 / 0)
+    assert cached and isinstance(f2, np.memmap) and np.array_equal(f2, frames)
+    entries = list((tmp_path / "frames").iterdir())
+    assert [e.name for e in entries] == [cache_key(PARAMS)]
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "meta", "labels"])
+def test_damaged_entry_is_detected_and_rebuilt(tmp_path, damage):
+    frames, labels, chunks = toy_chunks()
+    cache = FrameCache(tmp_path)
+    cache.get_or_build(PARAMS, lambda: frames.shape, chunks)
+    entry = cache.entry(cache_key(PARAMS))
+    data = bytearray((entry / "frames.npy").read_bytes())
+    if damage == "flip":
+        data[-7] ^= 0xFF
+        (entry / "frames.npy").write_bytes(bytes(data))
+    elif damage == "truncate":
+        (entry / "frames.npy").write_bytes(bytes(data[:-50]))
+    elif damage == "meta":
+        (entry / "meta.json").write_text("{not json")
+    else:
+        (entry / "labels.npy").unlink()
+    cache_mod._verified.clear()  # as in a new process
+    with pytest.warns(UserWarning, match="rebuilding damaged frame cache entry"):
+        f, lab, cached = cache.get_or_build(PARAMS, lambda: frames.shape, chunks)
+    assert not cached and np.array_equal(f, frames) and np.array_equal(lab, labels)
+
+
+def test_failed_build_leaves_nothing_behind(tmp_path):
+    frames, _, chunks = toy_chunks()
+
+    def failing():
+        yield next(chunks())
+        raise RuntimeError("decoder crashed")
+
+    cache = FrameCache(tmp_path)
+    with pytest.raises(RuntimeError, match="decoder crashed"):
+        cache.get_or_build(PARAMS, lambda: frames.shape, failing)
+    assert list((tmp_path / "frames").iterdir()) == []
+
+
+def test_load_frames_uses_the_cache_and_never_a_stale_entry(tmp_path, monkeypatch):
+    a = load_frames("synthetic-nmnist", "test", 5, cache_dir=tmp_path)
+    import sast.data.registry as registry
+
+    monkeypatch.setattr(registry, "eventset_to_frames", lambda *a, **k: 1 / 0)
+    b = load_frames("synthetic-nmnist", "test", 5, cache_dir=tmp_path)
+    assert np.array_equal(a.batch(slice(None))[0], b.batch(slice(None))[0])
+    with pytest.raises(ZeroDivisionError):  # a new T is a new entry, built afresh
+        load_frames("synthetic-nmnist", "test", 6, cache_dir=tmp_path)
+    with pytest.raises(ZeroDivisionError):
+        load_frames("synthetic-nmnist", "test", 5, binning="count", cache_dir=tmp_path)
+
+
+def test_dataset_options_are_checked(tmp_path):
+    with pytest.raises(ValueError, match="has no option downsample"):
+        load_frames("synthetic-nmnist", "train", 5, cache_dir=tmp_path, downsample=2)
+    with pytest.raises(ValueError, match="takes no data root"):
+        load_frames("synthetic-nmnist", "train", 5, data_root=tmp_path, cache_dir=tmp_path)

@@ -30,9 +30,9 @@ def test_key_depends_on_every_parameter():
 def test_build_then_read_back_memory_mapped(tmp_path):
     frames, labels, chunks = toy_chunks()
     cache = FrameCache(tmp_path)
-    f1, l1, cached = cache.get_or_build(PARAMS, lambda: frames.shape, chunks)
+    f1, l1, cached = cache.get_or_build(PARAMS, lambda: (frames.shape, chunks()))
     assert not cached and np.array_equal(f1, frames) and np.array_equal(l1, labels)
-    f2, l2, cached = cache.get_or_build(PARAMS, lambda: frames.shape, lambda: 1 / 0)
+    f2, l2, cached = cache.get_or_build(PARAMS, lambda: 1 / 0)
     assert cached and isinstance(f2, np.memmap) and np.array_equal(f2, frames)
     entries = list((tmp_path / "frames").iterdir())
     assert [e.name for e in entries] == [cache_key(PARAMS)]
@@ -42,7 +42,7 @@ def test_build_then_read_back_memory_mapped(tmp_path):
 def test_damaged_entry_is_detected_and_rebuilt(tmp_path, damage):
     frames, labels, chunks = toy_chunks()
     cache = FrameCache(tmp_path)
-    cache.get_or_build(PARAMS, lambda: frames.shape, chunks)
+    cache.get_or_build(PARAMS, lambda: (frames.shape, chunks()))
     entry = cache.entry(cache_key(PARAMS))
     data = bytearray((entry / "frames.npy").read_bytes())
     if damage == "flip":
@@ -56,7 +56,7 @@ def test_damaged_entry_is_detected_and_rebuilt(tmp_path, damage):
         (entry / "labels.npy").unlink()
     cache_mod._verified.clear()  # as in a new process
     with pytest.warns(UserWarning, match="rebuilding damaged frame cache entry"):
-        f, lab, cached = cache.get_or_build(PARAMS, lambda: frames.shape, chunks)
+        f, lab, cached = cache.get_or_build(PARAMS, lambda: (frames.shape, chunks()))
     assert not cached and np.array_equal(f, frames) and np.array_equal(lab, labels)
 
 
@@ -69,7 +69,7 @@ def test_failed_build_leaves_nothing_behind(tmp_path):
 
     cache = FrameCache(tmp_path)
     with pytest.raises(RuntimeError, match="decoder crashed"):
-        cache.get_or_build(PARAMS, lambda: frames.shape, failing)
+        cache.get_or_build(PARAMS, lambda: (frames.shape, failing()))
     assert list((tmp_path / "frames").iterdir()) == []
 
 

@@ -193,6 +193,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(f"sast train: {err}", file=sys.stderr)
         return 3
     _print_result(final, out / "final.json")
+    if "note" in final:
+        print(f"  note: {final['note']}")
     timing = final["timing"]
     print(f"  {timing['epoch_time_s_median']:.2f} s per epoch (median), "
           f"{timing['grad_evals_per_step']:.0f} forward-backward passes per step")
@@ -207,6 +209,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     cfg, model = load_run(args.run_dir, device=args.device)
     splits = prepare_data(cfg)
     data = splits.test if args.split == "test" else splits.val
+    if data is None:
+        raise ValueError(f"{cfg.dataset} has no test split under {cfg.data_root}; "
+                         "use --split val")
     device = resolve_device(args.device)
     result = evaluate_spike_modes(model, data, device, cfg.eval_batch_size)
     out = {"split": args.split, "method": cfg.method, "rho": cfg.rho if cfg.uses_sam else None,

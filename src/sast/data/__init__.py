@@ -5,6 +5,13 @@ disk (:class:`~sast.data.frames.FrameSet`, uint8 counts ``[N, T, P, H, W]``) →
 """
 
 from sast.data.frames import FrameSet, time_first
-from sast.data.registry import DATASETS, DatasetSpec, get_dataset, load_frames
+from sast.data.registry import (
+    DATASETS,
+    DatasetSpec,
+    get_dataset,
+    load_frames,
+    split_available,
+)
 
-__all__ = ["DATASETS", "DatasetSpec", "FrameSet", "get_dataset", "load_frames", "time_first"]
+__all__ = ["DATASETS", "DatasetSpec", "FrameSet", "get_dataset", "load_frames", "split_available",
+           "time_first"]

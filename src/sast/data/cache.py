@@ -151,11 +151,11 @@ class FrameCache:
         return loaded
 
     def get_or_build(
-        self, params: dict[str, Any], shape: Callable[[], tuple[int, ...]],
-        chunks: Callable[[], Iterator[Chunk]],
+        self, params: dict[str, Any],
+        build: Callable[[], tuple[tuple[int, ...], Iterator[Chunk]]],
     ) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(frames, labels, was_cached): the cached entry of ``params``, or a new one built
-        from ``chunks()``; a damaged entry is rebuilt with a warning."""
+        """(frames, labels, was_cached): the cached entry of ``params``, or a new one from
+        ``build()`` → (frames shape, chunks); a damaged entry is rebuilt with a warning."""
         key = cache_key(params)
         try:
             found = self.load(key)
@@ -164,5 +164,6 @@ class FrameCache:
             found = None
         if found is not None:
             return found[0], found[1], True
-        frames, labels = self.store(key, params, shape(), chunks())
+        shape, chunks = build()
+        frames, labels = self.store(key, params, shape, chunks)
         return frames, labels, False

@@ -15,10 +15,25 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
-from sast.data.cache import FrameCache
+from sast.data.cache import FrameCache, files_fingerprint
+from sast.data.dvsgesture import (
+    DVS128_SENSOR_SIZE,
+    DVSGESTURE_READER_VERSION,
+    downsampled_size,
+    dvsgesture_files,
+    dvsgesture_has_split,
+    load_dvsgesture,
+)
 from sast.data.events import EventSet, eventset_to_frames
 from sast.data.frames import FrameSet
+from sast.data.nmnist import (
+    NMNIST_READER_VERSION,
+    NMNIST_SENSOR_SIZE,
+    load_nmnist_files,
+    nmnist_index,
+)
 from sast.data.synthetic import SYNTHETIC_NMNIST_VERSION, synthetic_nmnist
 
 SYNTHETIC_DATA_SEED = 0
@@ -27,12 +42,16 @@ SYNTHETIC_DATA_SEED = 0
 
 @dataclass(frozen=True)
 class EventSource:
-    """One split of a dataset, ready to be binned chunk by chunk."""
+    """One split of a dataset, ready to be binned chunk by chunk.
 
-    n_samples: int
+    ``fingerprint`` is cheap to compute and goes into the cache key; ``open`` does the
+    expensive part (reading or generating events) and is only called when the frames are not
+    in the cache: it returns the number of samples and an iterator of consecutive chunks.
+    """
+
     sensor_size: tuple[int, int, int]
     fingerprint: dict[str, Any]
-    chunks: Callable[[], Iterator[EventSet]]
+    open: Callable[[], tuple[int, Iterator[EventSet]]]
     t_window: tuple[int, int] | None = None
     """Fixed binning window in µs for every sample; None: each sample's own [t_first, t_last]."""
 
@@ -48,19 +67,48 @@ class DatasetSpec:
     needs_root: bool = False
     options: dict[str, Any] = field(default_factory=dict)
     """Dataset-specific preprocessing options and their defaults."""
+    has_split: Callable[[str, Path | None], bool] = lambda split, root: True
+    """Whether ``split`` is on disk under ``root`` (a partial copy may lack the test split)."""
 
 
-def _in_chunks(events: EventSet, size: int = 4096) -> Callable[[], Iterator[EventSet]]:
-    def chunks() -> Iterator[EventSet]:
-        for start in range(0, len(events), size):
-            yield events.subset(np.arange(start, min(start + size, len(events))))
-    return chunks
+def _in_chunks(events: EventSet, size: int = 4096) -> tuple[int, Iterator[EventSet]]:
+    chunks = (events.subset(np.arange(start, min(start + size, len(events))))
+              for start in range(0, len(events), size))
+    return len(events), chunks
 
 
 def _synthetic_nmnist_source(split: str, data_root: Path | None) -> EventSource:
-    events = synthetic_nmnist(split, seed=SYNTHETIC_DATA_SEED)
     fingerprint = {"version": SYNTHETIC_NMNIST_VERSION, "seed": SYNTHETIC_DATA_SEED}
-    return EventSource(len(events), events.sensor_size, fingerprint, _in_chunks(events))
+    return EventSource(NMNIST_SENSOR_SIZE, fingerprint, lambda: _in_chunks(
+        synthetic_nmnist(split, seed=SYNTHETIC_DATA_SEED)))
+
+
+def _window_us(window_ms: float | None) -> int | None:
+    return None if window_ms is None else int(round(window_ms * 1000))
+
+
+def _dvsgesture_source(split: str, data_root: Path, window_ms: float | None,
+                       downsample: int) -> EventSource:
+    fingerprint = {"reader": DVSGESTURE_READER_VERSION,
+                   **files_fingerprint(dvsgesture_files(data_root, split))}
+    window = _window_us(window_ms)
+    return EventSource(
+        downsampled_size(DVS128_SENSOR_SIZE, downsample), fingerprint,
+        lambda: _in_chunks(load_dvsgesture(data_root, split, window, downsample)),
+        t_window=None if window is None else (0, window),
+    )
+
+
+def _nmnist_source(split: str, data_root: Path, first_saccade_only: bool) -> EventSource:
+    paths, labels = nmnist_index(data_root, split)
+
+    def chunks(size: int = 4096) -> Iterator[EventSet]:
+        for start in range(0, len(paths), size):
+            yield load_nmnist_files(paths[start:start + size], labels[start:start + size],
+                                    first_saccade_only, progress=False)
+
+    fingerprint = {"reader": NMNIST_READER_VERSION, **files_fingerprint(paths)}
+    return EventSource(NMNIST_SENSOR_SIZE, fingerprint, lambda: (len(paths), chunks()))
 
 
 DATASETS: dict[str, DatasetSpec] = {
@@ -72,6 +120,27 @@ DATASETS: dict[str, DatasetSpec] = {
             "N-MNIST's three saccades on a 34×34 sensor (about 300 ms, ON/OFF events)",
             _synthetic_nmnist_source,
         ),
+        DatasetSpec(
+            "nmnist", NMNIST_SENSOR_SIZE, 10,
+            "--data-root DIR holding the unzipped release: DIR/Train/<digit>/*.bin and "
+            "DIR/Test/<digit>/*.bin (a partial copy works)",
+            "N-MNIST (Orchard et al. 2015): MNIST digits recorded by an ATIS camera making three "
+            "saccades, 34×34, ~300 ms per sample, 60 000 train / 10 000 test",
+            _nmnist_source, needs_root=True, options={"first_saccade_only": False},
+            has_split=lambda split, root: (Path(root) / split.capitalize()).is_dir(),
+        ),
+        DatasetSpec(
+            "dvsgesture", DVS128_SENSOR_SIZE, 11,
+            "--data-root DIR holding IBM's extracted DvsGesture/ (the .aedat recordings, their "
+            "_labels.csv files, trials_to_train.txt and trials_to_test.txt), or tonic's "
+            "DVSGesture/ folder (ibmGestureTrain/, ibmGestureTest/)",
+            "DVS128 Gesture (Amir et al. 2017): 11 hand and arm gestures by 29 subjects, "
+            "128×128 DVS, one sample per labelled gesture (official 98/24 trial split); "
+            "downsampled to 32×32 and cut to the first 1.5 s by default",
+            _dvsgesture_source, needs_root=True,
+            options={"window_ms": 1500.0, "downsample": 4},
+            has_split=lambda split, root: dvsgesture_has_split(root, split),
+        ),
     )
 }
 
@@ -81,6 +150,12 @@ def get_dataset(name: str) -> DatasetSpec:
         return DATASETS[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(DATASETS)}") from None
+
+
+def split_available(name: str, split: str, data_root: str | Path | None = None) -> bool:
+    """Whether ``split`` of dataset ``name`` can be read (a partial copy of a real dataset may
+    hold only its training files)."""
+    return get_dataset(name).has_split(split, None if data_root is None else Path(data_root))
 
 
 def resolve_options(spec: DatasetSpec, options: dict[str, Any]) -> dict[str, Any]:
@@ -118,19 +193,21 @@ def load_frames(
         "source": source.fingerprint, "t_window": source.t_window,
     }
     w, h, p = source.sensor_size
-    shape = (source.n_samples, time_bins, p, h, w)
+    window = source.t_window if binning == "time" else None
 
-    def chunks() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        from tqdm.auto import tqdm
+    def build() -> tuple[tuple[int, ...], Iterator[tuple[np.ndarray, np.ndarray]]]:
+        n_samples, chunks = source.open()
 
-        with tqdm(total=source.n_samples, desc=f"binning {name}/{split}", unit="sample",
-                  disable=not progress, leave=False) as bar:
-            for chunk in source.chunks():
-                window = source.t_window if binning == "time" else None
-                frames = eventset_to_frames(chunk, time_bins, mode=binning, t_window=window,
-                                            dtype=np.uint8)
-                bar.update(len(chunk))
-                yield frames, chunk.labels
+        def binned() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            with tqdm(total=n_samples, desc=f"binning {name}/{split}", unit="sample",
+                      disable=not progress, leave=False) as bar:
+                for chunk in chunks:
+                    frames = eventset_to_frames(chunk, time_bins, mode=binning,
+                                                t_window=window, dtype=np.uint8)
+                    bar.update(len(chunk))
+                    yield frames, chunk.labels
 
-    frames, labels, _ = FrameCache(cache_dir).get_or_build(params, lambda: shape, chunks)
+        return (n_samples, time_bins, p, h, w), binned()
+
+    frames, labels, _ = FrameCache(cache_dir).get_or_build(params, build)
     return FrameSet(torch.from_numpy(frames), torch.from_numpy(labels), spec.n_classes)

@@ -1,0 +1,69 @@
+"""Datasets through the registry, the frame cache and the training CLI."""
+
+import pytest
+
+from sast.cli import main
+from sast.data import DATASETS, load_frames, split_available
+from sast.runfolder import read_json
+
+from .conftest import SHARED_DATA
+from .test_dvsgesture import TRIALS, write_release
+
+NMNIST = SHARED_DATA / "nmnist"
+
+
+def test_every_dataset_is_described(capsys):
+    assert main(["datasets"]) == 0
+    out = capsys.readouterr().out
+    for name, spec in DATASETS.items():
+        assert name in out and spec.needs in out
+
+
+def test_real_dataset_needs_a_root(tmp_path):
+    with pytest.raises(ValueError, match="--data-root"):
+        load_frames("nmnist", "train", 4, cache_dir=tmp_path)
+
+
+def test_dvsgesture_release_to_frames(tmp_path):
+    write_release(tmp_path / "DvsGesture")
+    frames = load_frames("dvsgesture", "train", 4, data_root=tmp_path, cache_dir=tmp_path / "c",
+                         window_ms=12.0)
+    n_train = len(TRIALS["user01_natural"]) + len(TRIALS["user02_led"])
+    assert len(frames) == n_train and frames.input_shape == (2, 32, 32)
+    x, y = frames.batch(slice(None))
+    assert y.tolist() == [c - 1 for c, _, _ in TRIALS["user01_natural"] + TRIALS["user02_led"]]
+    # 3 events per ms (plus one at each gesture start) over min(gesture, 12 ms)
+    expected = [3 * (min(e - s, 12_000) // 1000) + 1
+                for _, s, e in TRIALS["user01_natural"] + TRIALS["user02_led"]]
+    assert x.sum(dim=(1, 2, 3, 4)).tolist() == expected
+    full = load_frames("dvsgesture", "train", 4, data_root=tmp_path, cache_dir=tmp_path / "c",
+                       downsample=1, window_ms=12.0)
+    assert full.input_shape == (2, 128, 128)
+    assert split_available("dvsgesture", "test", tmp_path)
+    assert not split_available("dvsgesture", "test", tmp_path / "nowhere")
+
+
+def test_train_on_a_dvsgesture_release(tmp_path):
+    write_release(tmp_path / "DvsGesture")
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "dvsgesture", "--data-root", str(tmp_path),
+                 "--window-ms", "12", "--time-bins", "4", "--channels", "4", "--epochs", "1",
+                 "--val-fraction", "0", "--out", str(run), "--no-progress",
+                 "--cache-dir", str(tmp_path / "c")]) == 0
+    final = read_json(run / "final.json")
+    assert final["split"] == "test" and final["sizes"]["test"] == len(TRIALS["user24_lab"])
+    assert final["arch"] == "dvsgesture-conv"
+
+
+def test_train_on_real_nmnist_files(tmp_path):
+    if not (NMNIST / "Train").is_dir():
+        pytest.skip(f"real N-MNIST files not found at {NMNIST}")
+    run = tmp_path / "run"
+    assert main(["train", "--dataset", "nmnist", "--data-root", str(NMNIST), "--epochs", "1",
+                 "--hidden", "32", "--time-bins", "8", "--out", str(run), "--no-progress",
+                 "--cache-dir", str(tmp_path / "c")]) == 0
+    final = read_json(run / "final.json")
+    assert final["sizes"] == {"train": 900, "val": 100, "test": None}
+    assert final["split"] == "val" and "not on disk" in final["note"]
+    for mode in ("surrogate", "hard"):
+        assert 0.0 <= final[mode]["accuracy"] <= 1.0

@@ -1,16 +1,18 @@
 import numpy as np
 import pytest
+import torch
 
 import sast.data.cache as cache_mod
 from sast.data import load_frames
 from sast.data.cache import FrameCache, cache_key
+from sast.data.frames import FrameSet, pack_nibbles, unpack_nibbles
 
 PARAMS = {"dataset": "toy", "split": "train", "time_bins": 4}
 
 
-def toy_chunks(n=10, chunk=4, seed=0):
+def toy_chunks(n=10, chunk=4, seed=0, high=40):
     rng = np.random.default_rng(seed)
-    frames = rng.integers(0, 5, size=(n, 4, 2, 3, 3), dtype=np.uint8)
+    frames = rng.integers(0, high, size=(n, 4, 2, 3, 3), dtype=np.uint8)
     labels = np.arange(n, dtype=np.int64) % 3
 
     def chunks():
@@ -30,10 +32,12 @@ def test_key_depends_on_every_parameter():
 def test_build_then_read_back_memory_mapped(tmp_path):
     frames, labels, chunks = toy_chunks()
     cache = FrameCache(tmp_path)
-    f1, l1, cached = cache.get_or_build(PARAMS, lambda: (frames.shape, chunks()))
-    assert not cached and np.array_equal(f1, frames) and np.array_equal(l1, labels)
-    f2, l2, cached = cache.get_or_build(PARAMS, lambda: 1 / 0)
-    assert cached and isinstance(f2, np.memmap) and np.array_equal(f2, frames)
+    entry, cached = cache.get_or_build(PARAMS, lambda: (frames.shape, chunks()))
+    assert not cached and entry.packed_width is None
+    assert np.array_equal(entry.frames, frames) and np.array_equal(entry.labels, labels)
+    entry, cached = cache.get_or_build(PARAMS, lambda: 1 / 0)
+    assert cached and isinstance(entry.frames, np.memmap)
+    assert np.array_equal(entry.frames, frames)
     entries = list((tmp_path / "frames").iterdir())
     assert [e.name for e in entries] == [cache_key(PARAMS)]
 
@@ -56,8 +60,9 @@ def test_damaged_entry_is_detected_and_rebuilt(tmp_path, damage):
         (entry / "labels.npy").unlink()
     cache_mod._verified.clear()  # as in a new process
     with pytest.warns(UserWarning, match="rebuilding damaged frame cache entry"):
-        f, lab, cached = cache.get_or_build(PARAMS, lambda: (frames.shape, chunks()))
-    assert not cached and np.array_equal(f, frames) and np.array_equal(lab, labels)
+        entry, cached = cache.get_or_build(PARAMS, lambda: (frames.shape, chunks()))
+    assert not cached and np.array_equal(entry.frames, frames)
+    assert np.array_equal(entry.labels, labels)
 
 
 def test_failed_build_leaves_nothing_behind(tmp_path):
@@ -91,3 +96,26 @@ def test_dataset_options_are_checked(tmp_path):
         load_frames("synthetic-nmnist", "train", 5, cache_dir=tmp_path, downsample=2)
     with pytest.raises(ValueError, match="takes no data root"):
         load_frames("synthetic-nmnist", "train", 5, data_root=tmp_path, cache_dir=tmp_path)
+
+
+@pytest.mark.parametrize("width", [3, 4])
+def test_small_counts_are_stored_two_per_byte(tmp_path, width):
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 16, size=(7, 4, 2, 5, width), dtype=np.uint8)
+    labels = np.arange(7)
+    entry, _ = FrameCache(tmp_path).get_or_build(
+        PARAMS, lambda: (frames.shape, iter([(frames, labels)])))
+    assert entry.packed_width == width
+    assert entry.frames.shape == (7, 4, 2, 5, (width + 1) // 2)
+    frameset = FrameSet(torch.from_numpy(entry.frames), torch.from_numpy(entry.labels), 3,
+                        packed_width=entry.packed_width)
+    assert frameset.input_shape == (2, 5, width)
+    assert np.array_equal(frameset.batch(slice(None))[0].numpy(), frames)
+    sub = frameset.subset([5, 1])
+    assert np.array_equal(sub.batch([1, 0])[0].numpy(), frames[[1, 5]])
+
+
+def test_pack_nibbles_by_hand():
+    packed = pack_nibbles(np.array([[1, 2, 15, 0, 7]], dtype=np.uint8))
+    assert packed.tolist() == [[1 + 2 * 16, 15, 7]]
+    assert unpack_nibbles(torch.from_numpy(packed), 5).tolist() == [[1, 2, 15, 0, 7]]

@@ -1,5 +1,6 @@
 """Datasets through the registry, the frame cache and the training CLI."""
 
+import numpy as np
 import pytest
 
 from sast.cli import main
@@ -67,3 +68,28 @@ def test_train_on_real_nmnist_files(tmp_path):
     assert final["split"] == "val" and "not on disk" in final["note"]
     for mode in ("surrogate", "hard"):
         assert 0.0 <= final[mode]["accuracy"] <= 1.0
+
+
+def test_corrupted_frames_are_exact_and_seeded(tmp_path, monkeypatch):
+    from sast.data import registry
+    from sast.data.corruptions import EventDrop, corrupt_eventset
+    from sast.data.events import eventset_to_frames
+    from sast.data.synthetic import synthetic_nmnist
+
+    def frames_of(frameset):
+        return frameset.batch(slice(None))[0].numpy()
+
+    clean = frames_of(load_frames("synthetic-nmnist", "test", 5, cache_dir=tmp_path))
+    same = frames_of(load_frames("synthetic-nmnist", "test", 5, cache_dir=tmp_path,
+                                 corruption=EventDrop(0.0)))
+    assert np.array_equal(clean, same)
+
+    monkeypatch.setattr(registry, "CHUNK_SAMPLES", 50)  # sample keys must not depend on it
+    half = frames_of(load_frames("synthetic-nmnist", "test", 5, cache_dir=tmp_path,
+                                 corruption=EventDrop(0.5), corruption_seed=3))
+    events = corrupt_eventset(synthetic_nmnist("test"), EventDrop(0.5), 3)
+    assert np.array_equal(half, eventset_to_frames(events, 5, dtype=np.uint8))
+    assert 0.45 < half.sum() / clean.sum() < 0.55
+    other = frames_of(load_frames("synthetic-nmnist", "test", 5, cache_dir=tmp_path,
+                                  corruption=EventDrop(0.5), corruption_seed=4))
+    assert not np.array_equal(half, other)

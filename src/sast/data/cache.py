@@ -2,8 +2,10 @@
 
 An entry is a folder ``<cache_dir>/frames/<key>/`` holding
 
-- ``frames.npy``  uint8 counts ``[N, T, P, H, W]`` (clipped at 255), memory-mapped on load, so a
-  dataset never has to sit in RAM whole;
+- ``frames.npy``  the counts ``[N, T, P, H, W]``, memory-mapped on load, so a dataset never has
+  to sit in RAM whole. Where every count is at most 15 (N-MNIST at T = 20 peaks at 9), two
+  counts share a byte (``encoding: "u4"``, :func:`~sast.data.frames.pack_nibbles`, shape
+  ``[N, T, P, H, ⌈W/2⌉]``); otherwise one byte per count, clipped at 255 (``"u8"``);
 - ``labels.npy``  int64 ``[N]``;
 - ``meta.json``   the parameters that produced it, the shapes, and a CRC-32 of each file.
 
@@ -25,11 +27,13 @@ import warnings
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-FRAME_CACHE_VERSION = 1
+from sast.data.frames import NIBBLE_MAX, pack_nibbles
+
+FRAME_CACHE_VERSION = 2
 _CRC_CHUNK = 1 << 24
 _verified: set[str] = set()
 
@@ -70,6 +74,14 @@ Chunk = tuple[np.ndarray, np.ndarray]
 """(frames uint8 [n, T, P, H, W], labels int64 [n]) for consecutive samples."""
 
 
+class CachedFrames(NamedTuple):
+    frames: np.ndarray
+    """uint8 counts, or nibble-packed counts when ``packed_width`` is set."""
+    labels: np.ndarray
+    packed_width: int | None
+    """The frame width W of nibble-packed frames; None for one byte per count."""
+
+
 class FrameCache:
     """The frame cache under ``root`` (default :func:`default_cache_dir`)."""
 
@@ -79,9 +91,9 @@ class FrameCache:
     def entry(self, key: str) -> Path:
         return self.root / "frames" / key
 
-    def load(self, key: str) -> tuple[np.ndarray, np.ndarray] | None:
-        """The cached (frames memmap, labels) of ``key``; None when absent. A damaged entry
-        raises ``ValueError`` naming what is wrong."""
+    def load(self, key: str) -> CachedFrames | None:
+        """The cached frames (memory-mapped) and labels of ``key``; None when absent. A damaged
+        entry raises ``ValueError`` naming what is wrong."""
         folder = self.entry(key)
         if not folder.exists():
             return None
@@ -105,12 +117,15 @@ class FrameCache:
             labels = np.load(labels_path)
         except ValueError as err:
             raise ValueError(f"{folder}: unreadable array: {err}") from None
-        if list(frames.shape) != meta.get("shape") or labels.shape != (frames.shape[0],):
+        shape = meta.get("shape")
+        packed = meta.get("encoding") == "u4"
+        stored = shape[:-1] + [(shape[-1] + 1) // 2] if packed else shape
+        if list(frames.shape) != stored or labels.shape != (frames.shape[0],):
             raise ValueError(f"{folder}: arrays do not have the shape recorded in meta.json")
-        return frames, labels
+        return CachedFrames(frames, labels, shape[-1] if packed else None)
 
     def store(self, key: str, params: dict[str, Any], shape: tuple[int, ...],
-              chunks: Iterator[Chunk]) -> tuple[np.ndarray, np.ndarray]:
+              chunks: Iterator[Chunk]) -> CachedFrames:
         """Write the chunks into a new entry (built aside, renamed into place) and return it
         memory-mapped. ``shape`` is the full frames shape ``[N, T, P, H, W]``."""
         parent = self.root / "frames"
@@ -121,19 +136,28 @@ class FrameCache:
                 tmp / "frames.npy", mode="w+", dtype=np.uint8, shape=tuple(shape)
             )
             labels = np.empty(shape[0], dtype=np.int64)
-            start = 0
+            start, max_count = 0, 0
             for chunk_frames, chunk_labels in chunks:
                 stop = start + len(chunk_labels)
                 frames[start:stop] = chunk_frames
                 labels[start:stop] = chunk_labels
+                max_count = max(max_count, int(chunk_frames.max(initial=0)))
                 start = stop
             if start != shape[0]:
                 raise RuntimeError(f"frame cache: expected {shape[0]} samples, got {start}")
             frames.flush()
-            del frames
+            encoding = "u8"
+            if max_count <= NIBBLE_MAX:
+                _repack_nibbles(frames, tmp / "frames.u4.npy")
+                del frames
+                os.replace(tmp / "frames.u4.npy", tmp / "frames.npy")
+                encoding = "u4"
+            else:
+                del frames
             np.save(tmp / "labels.npy", labels)
             meta = {
-                "params": params, "shape": list(shape),
+                "params": params, "shape": list(shape), "encoding": encoding,
+                "max_count": max_count,
                 "frames_crc32": file_crc32(tmp / "frames.npy"),
                 "labels_crc32": file_crc32(tmp / "labels.npy"),
             }
@@ -153,8 +177,8 @@ class FrameCache:
     def get_or_build(
         self, params: dict[str, Any],
         build: Callable[[], tuple[tuple[int, ...], Iterator[Chunk]]],
-    ) -> tuple[np.ndarray, np.ndarray, bool]:
-        """(frames, labels, was_cached): the cached entry of ``params``, or a new one from
+    ) -> tuple[CachedFrames, bool]:
+        """(entry, was_cached): the cached entry of ``params``, or a new one from
         ``build()`` → (frames shape, chunks); a damaged entry is rebuilt with a warning."""
         key = cache_key(params)
         try:
@@ -163,7 +187,17 @@ class FrameCache:
             warnings.warn(f"rebuilding damaged frame cache entry: {err}", stacklevel=2)
             found = None
         if found is not None:
-            return found[0], found[1], True
+            return found, True
         shape, chunks = build()
-        frames, labels = self.store(key, params, shape, chunks)
-        return frames, labels, False
+        return self.store(key, params, shape, chunks), False
+
+
+def _repack_nibbles(frames: np.ndarray, path: Path, block: int = 1024) -> None:
+    """Write ``pack_nibbles(frames)`` to a new .npy file, ``block`` samples at a time."""
+    n, *rest = frames.shape
+    packed = np.lib.format.open_memmap(
+        path, mode="w+", dtype=np.uint8, shape=(n, *rest[:-1], (rest[-1] + 1) // 2)
+    )
+    for start in range(0, n, block):
+        packed[start:start + block] = pack_nibbles(frames[start:start + block])
+    packed.flush()

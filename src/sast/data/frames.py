@@ -5,6 +5,25 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+NIBBLE_MAX = 15
+
+
+def pack_nibbles(counts: np.ndarray) -> np.ndarray:
+    """Two counts in [0, 15] per byte along the last axis: byte j = c[2j] | c[2j+1] << 4
+    (an odd width is padded with a zero count)."""
+    counts = np.asarray(counts, dtype=np.uint8)
+    if counts.shape[-1] % 2:
+        counts = np.concatenate([counts, np.zeros_like(counts[..., :1])], axis=-1)
+    return counts[..., 0::2] | (counts[..., 1::2] << 4)
+
+
+def unpack_nibbles(packed: torch.Tensor, width: int) -> torch.Tensor:
+    """The inverse of :func:`pack_nibbles`: ``[..., ⌈W/2⌉]`` bytes → ``[..., W]`` counts."""
+    out = torch.empty((*packed.shape[:-1], 2 * packed.shape[-1]), dtype=torch.uint8)
+    out[..., 0::2] = packed & 15
+    out[..., 1::2] = packed >> 4
+    return out[..., :width]
+
 
 class FrameSet:
     """Binned event frames: uint8 counts ``[N, T, P, H, W]`` and int64 labels ``[N]``.
@@ -15,8 +34,10 @@ class FrameSet:
     """
 
     def __init__(self, frames: torch.Tensor | np.ndarray, labels: torch.Tensor | np.ndarray,
-                 n_classes: int, indices: torch.Tensor | None = None) -> None:
+                 n_classes: int, indices: torch.Tensor | None = None,
+                 packed_width: int | None = None) -> None:
         self._frames = torch.as_tensor(frames)
+        self._packed_width = packed_width
         self._labels = torch.as_tensor(labels, dtype=torch.long)
         self.n_classes = int(n_classes)
         if self._frames.dim() != 5 or self._frames.shape[0] != self._labels.shape[0]:
@@ -35,7 +56,8 @@ class FrameSet:
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        return tuple(self._frames.shape[2:])  # type: ignore[return-value]
+        p, h, w = self._frames.shape[2:]
+        return (p, h, w if self._packed_width is None else self._packed_width)
 
     @property
     def time_bins(self) -> int:
@@ -55,13 +77,17 @@ class FrameSet:
         if isinstance(idx, list):
             idx = torch.as_tensor(idx, dtype=torch.long)
         rows = self._rows(idx)
-        return self._frames[rows], self._labels[rows]
+        frames = self._frames[rows]
+        if self._packed_width is not None:
+            frames = unpack_nibbles(frames, self._packed_width)
+        return frames, self._labels[rows]
 
     __getitem__ = batch
 
     def subset(self, indices: np.ndarray | torch.Tensor) -> FrameSet:
         idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)
-        return FrameSet(self._frames, self._labels, self.n_classes, self._rows(idx))
+        return FrameSet(self._frames, self._labels, self.n_classes, self._rows(idx),
+                        self._packed_width)
 
 
 def time_first(frames: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:

@@ -18,9 +18,11 @@ import torch
 from tqdm.auto import tqdm
 
 from sast.data.cache import FrameCache, files_fingerprint
+from sast.data.corruptions import Corruption, corrupt_eventset
 from sast.data.dvsgesture import (
     DVS128_SENSOR_SIZE,
     DVSGESTURE_READER_VERSION,
+    downsample_events,
     downsampled_size,
     dvsgesture_files,
     dvsgesture_has_split,
@@ -35,6 +37,11 @@ from sast.data.nmnist import (
     nmnist_index,
 )
 from sast.data.synthetic import SYNTHETIC_NMNIST_VERSION, synthetic_nmnist
+from sast.data.synthetic_gesture import (
+    GESTURE_SENSOR_SIZE,
+    SYNTHETIC_GESTURE_VERSION,
+    synthetic_gesture,
+)
 
 SYNTHETIC_DATA_SEED = 0
 """Seed of the built-in synthetic datasets: fixed, so runs with different seeds share data."""
@@ -71,7 +78,12 @@ class DatasetSpec:
     """Whether ``split`` is on disk under ``root`` (a partial copy may lack the test split)."""
 
 
-def _in_chunks(events: EventSet, size: int = 4096) -> tuple[int, Iterator[EventSet]]:
+CHUNK_SAMPLES = 4096
+"""Samples decoded and binned at a time while a cache entry is built."""
+
+
+def _in_chunks(events: EventSet) -> tuple[int, Iterator[EventSet]]:
+    size = CHUNK_SAMPLES
     chunks = (events.subset(np.arange(start, min(start + size, len(events))))
               for start in range(0, len(events), size))
     return len(events), chunks
@@ -85,6 +97,25 @@ def _synthetic_nmnist_source(split: str, data_root: Path | None) -> EventSource:
 
 def _window_us(window_ms: float | None) -> int | None:
     return None if window_ms is None else int(round(window_ms * 1000))
+
+
+def _downsampled(events: EventSet, factor: int) -> EventSet:
+    if factor == 1:
+        return events
+    return EventSet(downsample_events(events.events, factor, events.sensor_size),
+                    events.offsets, events.labels, downsampled_size(events.sensor_size, factor))
+
+
+def _synthetic_gesture_source(split: str, data_root: Path | None, window_ms: float | None,
+                              downsample: int) -> EventSource:
+    fingerprint = {"version": SYNTHETIC_GESTURE_VERSION, "seed": SYNTHETIC_DATA_SEED}
+    window = _window_us(window_ms)
+    return EventSource(
+        downsampled_size(GESTURE_SENSOR_SIZE, downsample), fingerprint,
+        lambda: _in_chunks(_downsampled(synthetic_gesture(split, seed=SYNTHETIC_DATA_SEED),
+                                        downsample)),
+        t_window=None if window is None else (0, window),
+    )
 
 
 def _dvsgesture_source(split: str, data_root: Path, window_ms: float | None,
@@ -102,7 +133,8 @@ def _dvsgesture_source(split: str, data_root: Path, window_ms: float | None,
 def _nmnist_source(split: str, data_root: Path, first_saccade_only: bool) -> EventSource:
     paths, labels = nmnist_index(data_root, split)
 
-    def chunks(size: int = 4096) -> Iterator[EventSet]:
+    def chunks() -> Iterator[EventSet]:
+        size = CHUNK_SAMPLES
         for start in range(0, len(paths), size):
             yield load_nmnist_files(paths[start:start + size], labels[start:start + size],
                                     first_saccade_only, progress=False)
@@ -128,6 +160,15 @@ DATASETS: dict[str, DatasetSpec] = {
             "saccades, 34×34, ~300 ms per sample, 60 000 train / 10 000 test",
             _nmnist_source, needs_root=True, options={"first_saccade_only": False},
             has_split=lambda split, root: (Path(root) / split.capitalize()).is_dir(),
+        ),
+        DatasetSpec(
+            "synthetic-gesture", GESTURE_SENSOR_SIZE, 11,
+            "nothing (built in, generated once and cached)",
+            "11 classes of moving shapes (orbits clockwise and counter-clockwise, sweeps in four "
+            "directions, expanding and contracting rings, blink, figure-8, jitter) shown to a "
+            "simulated 128×128 event camera for 1.5 s; each direction pair is a time reversal, "
+            "so only the order of events tells them apart. Downsampled to 32×32 by default",
+            _synthetic_gesture_source, options={"window_ms": 1500.0, "downsample": 4},
         ),
         DatasetSpec(
             "dvsgesture", DVS128_SENSOR_SIZE, 11,
@@ -173,10 +214,15 @@ def resolve_options(spec: DatasetSpec, options: dict[str, Any]) -> dict[str, Any
 def load_frames(
     name: str, split: str, time_bins: int, binning: str = "time",
     data_root: str | Path | None = None, cache_dir: str | Path | None = None,
-    progress: bool = False, **options: Any,
+    progress: bool = False, corruption: Corruption | None = None, corruption_seed: int = 0,
+    **options: Any,
 ) -> FrameSet:
     """The samples of ``split`` (``"train"`` or ``"test"``) binned into ``time_bins`` frames
-    each, read from the frame cache or built into it first."""
+    each, read from the frame cache or built into it first.
+
+    With a ``corruption`` (see :mod:`sast.data.corruptions`) the events of sample i are
+    corrupted with a generator seeded by (``corruption_seed``, i) before binning, so the result
+    is exact and reproducible; corrupted frames are built in memory, not cached."""
     spec = get_dataset(name)
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -199,15 +245,32 @@ def load_frames(
         n_samples, chunks = source.open()
 
         def binned() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+            done = 0
             with tqdm(total=n_samples, desc=f"binning {name}/{split}", unit="sample",
                       disable=not progress, leave=False) as bar:
                 for chunk in chunks:
+                    if corruption is not None:
+                        keys = np.arange(done, done + len(chunk))
+                        chunk = corrupt_eventset(chunk, corruption, corruption_seed, keys)
                     frames = eventset_to_frames(chunk, time_bins, mode=binning,
                                                 t_window=window, dtype=np.uint8)
+                    done += len(chunk)
                     bar.update(len(chunk))
                     yield frames, chunk.labels
 
         return (n_samples, time_bins, p, h, w), binned()
 
-    frames, labels, _ = FrameCache(cache_dir).get_or_build(params, build)
-    return FrameSet(torch.from_numpy(frames), torch.from_numpy(labels), spec.n_classes)
+    if corruption is not None:
+        shape, chunks = build()
+        frames = np.empty(shape, dtype=np.uint8)
+        labels = np.empty(shape[0], dtype=np.int64)
+        start = 0
+        for chunk_frames, chunk_labels in chunks:
+            frames[start:start + len(chunk_labels)] = chunk_frames
+            labels[start:start + len(chunk_labels)] = chunk_labels
+            start += len(chunk_labels)
+        return FrameSet(torch.from_numpy(frames), torch.from_numpy(labels), spec.n_classes)
+
+    entry, _ = FrameCache(cache_dir).get_or_build(params, build)
+    return FrameSet(torch.from_numpy(entry.frames), torch.from_numpy(entry.labels),
+                    spec.n_classes, packed_width=entry.packed_width)

@@ -12,11 +12,12 @@ from __future__ import annotations
 import inspect
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from .cache import default_cache_dir
 from .events import EventSet, make_events
 
 SYNTHETIC_NMNIST_VERSION = 1
@@ -292,11 +293,6 @@ def render_digits(images: np.ndarray, seed: int) -> list[np.ndarray]:
     return events
 
 
-def default_cache_dir() -> Path:
-    """``$SAST_CACHE_DIR`` if set, else ``~/.cache/sast``."""
-    return Path(os.environ.get("SAST_CACHE_DIR") or Path.home() / ".cache" / "sast")
-
-
 def cache_path(seed: int, cache_dir: str | os.PathLike | None = None) -> Path:
     """Where ``synthetic_nmnist`` keeps the dataset rendered with ``seed``."""
     folder = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -317,17 +313,42 @@ def _build(seed: int, test_fraction: float) -> tuple[EventSet, dict[str, np.ndar
     return eventset, extra
 
 
-def _load_cache(path: Path, seed: int) -> tuple[EventSet, dict[str, np.ndarray]]:
-    """Read a cache file, ``ValueError`` if it is unreadable or not for this version/seed."""
+def _load_rendered(
+    path: Path, expected: dict[str, int], sensor_size: tuple[int, int, int], what: str
+) -> tuple[EventSet, dict[str, np.ndarray]]:
+    """Read a cache file of a rendered dataset; ``ValueError`` if it is unreadable or was made
+    with other settings (``expected`` values of its extra fields)."""
     eventset, extra = EventSet.load_with_extra(path)
-    expected = {"version": SYNTHETIC_NMNIST_VERSION, "seed": seed}
     for key, value in expected.items():
         if key not in extra or int(extra[key]) != value:
             raise ValueError(f"{os.fspath(path)!r}: {key} is not {value}")
     missing = {"train_idx", "test_idx", "test_fraction"} - set(extra)
-    if missing or eventset.sensor_size != SENSOR_SIZE:
-        raise ValueError(f"{os.fspath(path)!r}: not a synthetic N-MNIST cache file")
+    if missing or eventset.sensor_size != sensor_size:
+        raise ValueError(f"{os.fspath(path)!r}: not a {what} cache file")
     return eventset, extra
+
+
+def rendered_split(
+    split: str, path: Path, expected: dict[str, int], sensor_size: tuple[int, int, int],
+    what: str, build: Callable[[], tuple[EventSet, dict[str, np.ndarray]]],
+    test_fraction: float, seed: int,
+) -> EventSet:
+    """``split`` of a rendered dataset cached at ``path``: loaded, or built by ``build()`` and
+    saved atomically (with a warning when an unreadable or stale file is replaced)."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    try:
+        eventset, extra = _load_rendered(path, expected, sensor_size, what)
+    except ValueError as err:
+        if path.exists():
+            warnings.warn(f"rebuilding {what} cache: {err}", stacklevel=3)
+        eventset, extra = build()
+        eventset.save(path, extra)
+    if float(extra["test_fraction"]) == test_fraction:
+        train_idx, test_idx = extra["train_idx"], extra["test_idx"]
+    else:
+        train_idx, test_idx = stratified_split(eventset.labels, test_fraction, seed)
+    return eventset.subset(train_idx if split == "train" else test_idx)
 
 
 def synthetic_nmnist(
@@ -343,18 +364,8 @@ def synthetic_nmnist(
     ``cache_path(seed, cache_dir)``; later calls load that file. An unreadable cache is
     rebuilt with a warning. Sensor size ``(34, 34, 2)``, labels 0-9.
     """
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    path = cache_path(seed, cache_dir)
-    try:
-        eventset, extra = _load_cache(path, seed)
-    except ValueError as err:
-        if path.exists():
-            warnings.warn(f"rebuilding synthetic N-MNIST cache: {err}", stacklevel=2)
-        eventset, extra = _build(seed, test_fraction)
-        eventset.save(path, extra)
-    if float(extra["test_fraction"]) == test_fraction:
-        train_idx, test_idx = extra["train_idx"], extra["test_idx"]
-    else:
-        train_idx, test_idx = stratified_split(eventset.labels, test_fraction, seed)
-    return eventset.subset(train_idx if split == "train" else test_idx)
+    return rendered_split(
+        split, cache_path(seed, cache_dir),
+        {"version": SYNTHETIC_NMNIST_VERSION, "seed": seed}, SENSOR_SIZE, "synthetic N-MNIST",
+        lambda: _build(seed, test_fraction), test_fraction, seed,
+    )

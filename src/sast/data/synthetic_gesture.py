@@ -49,15 +49,15 @@ time and polarity. ``GestureCamera`` holds the settings (``C = 0.3``, ``sigma = 
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .cache import default_cache_dir
 from .events import EventSet
-from .synthetic import _dvs_counts, _emit_events, default_cache_dir, stratified_split
+from .synthetic import _dvs_counts, _emit_events, rendered_split, stratified_split
 
 SYNTHETIC_GESTURE_VERSION = 1
 GESTURE_SENSOR_SIZE = (128, 128, 2)
@@ -345,25 +345,6 @@ def _build(
     return eventset, extra
 
 
-def _load_cache(
-    path: Path, seed: int, samples_per_class: int
-) -> tuple[EventSet, dict[str, np.ndarray]]:
-    """Read a cache file, ``ValueError`` if it is unreadable or not for these settings."""
-    eventset, extra = EventSet.load_with_extra(path)
-    expected = {
-        "version": SYNTHETIC_GESTURE_VERSION,
-        "seed": seed,
-        "samples_per_class": samples_per_class,
-    }
-    for key, value in expected.items():
-        if key not in extra or int(extra[key]) != value:
-            raise ValueError(f"{os.fspath(path)!r}: {key} is not {value}")
-    missing = {"train_idx", "test_idx", "test_fraction"} - set(extra)
-    if missing or eventset.sensor_size != GESTURE_SENSOR_SIZE:
-        raise ValueError(f"{os.fspath(path)!r}: not a synthetic gesture cache file")
-    return eventset, extra
-
-
 def synthetic_gesture(
     split: str,
     seed: int = 0,
@@ -384,16 +365,10 @@ def synthetic_gesture(
     if int(samples_per_class) != samples_per_class or samples_per_class < 1:
         raise ValueError(f"samples_per_class must be a positive integer, got {samples_per_class}")
     samples_per_class = int(samples_per_class)
-    path = gesture_cache_path(seed, cache_dir, samples_per_class)
-    try:
-        eventset, extra = _load_cache(path, seed, samples_per_class)
-    except ValueError as err:
-        if path.exists():
-            warnings.warn(f"rebuilding synthetic gesture cache: {err}", stacklevel=2)
-        eventset, extra = _build(seed, test_fraction, samples_per_class)
-        eventset.save(path, extra)
-    if float(extra["test_fraction"]) == test_fraction:
-        train_idx, test_idx = extra["train_idx"], extra["test_idx"]
-    else:
-        train_idx, test_idx = stratified_split(eventset.labels, test_fraction, seed)
-    return eventset.subset(train_idx if split == "train" else test_idx)
+    expected = {"version": SYNTHETIC_GESTURE_VERSION, "seed": seed,
+                "samples_per_class": samples_per_class}
+    return rendered_split(
+        split, gesture_cache_path(seed, cache_dir, samples_per_class), expected,
+        GESTURE_SENSOR_SIZE, "synthetic gesture",
+        lambda: _build(seed, test_fraction, samples_per_class), test_fraction, seed,
+    )

@@ -18,7 +18,7 @@ def test_datasets_lists_the_builtin_data(capsys):
     assert "synthetic-nmnist" in out and "needs: nothing" in out
 
 
-@pytest.mark.parametrize("command", ["train", "evaluate", "datasets"])
+@pytest.mark.parametrize("command", ["train", "evaluate", "report", "datasets"])
 def test_help_explains_every_option(command, capsys):
     with pytest.raises(SystemExit) as exc:
         main([command, "--help"])
@@ -43,10 +43,10 @@ def test_train_evaluate_and_resume(tmp_path, capsys):
     final = read_json(run / "final.json")
     assert final["epochs"] == 2 and final["rho"] == 0.1 and final["seed"] == 3
 
-    assert main(["evaluate", str(run), "--device", "cpu"]) == 0
+    assert main(["evaluate", str(run), "--device", "cpu", "--no-progress"]) == 0
     evaluation = read_json(run / "evaluation.json")
     for mode in ("surrogate", "hard"):
-        assert evaluation[mode]["accuracy"] == final[mode]["accuracy"]
+        assert evaluation["clean"][mode]["accuracy"] == final[mode]["accuracy"]
     assert evaluation["config"] == final["config"]
 
 

@@ -18,6 +18,7 @@ from sast.config import (
     RunConfig,
     load_config_file,
 )
+from sast.data.corruptions import CORRUPTIONS
 from sast.layers import SCAN_IMPLEMENTATIONS
 from sast.models import ARCHITECTURES, CONV_SCHEDULES, READOUTS
 from sast.neuron import SURROGATES
@@ -82,6 +83,15 @@ def _int_tuple(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _float_tuple(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(",") if v != "")
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got {text!r}"
+        ) from None
+
+
 def _bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -135,15 +145,38 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_options(train)
 
     evaluate = sub.add_parser(
-        "evaluate", help="evaluate a trained run in both spike modes",
-        description="Evaluate a run folder's trained network with surrogate and hard spikes "
-        "and write evaluation.json into it.",
+        "evaluate", help="run the evaluation protocol on a trained run",
+        description="Evaluate a run folder's trained network with surrogate and hard spikes: "
+        "accuracy, NLL, calibration, firing rates, membrane margins, transfer gap, threshold "
+        "calibration and training overhead (evaluation.json); optionally robustness to "
+        "event corruption (robustness.json) and theory/sharpness diagnostics "
+        "(diagnostics.json). Uses the test split, or the validation part when the test split "
+        "is not on disk.",
     )
     evaluate.add_argument("run_dir", type=Path, help="a run folder written by `sast train`")
-    evaluate.add_argument("--split", choices=("test", "val"), default="test",
-                          help="which split to evaluate (default: test)")
+    evaluate.add_argument("--robustness", action="store_true",
+                          help="accuracy against corruption severity, both spike modes")
+    evaluate.add_argument("--corruption", default="drop", choices=sorted(CORRUPTIONS),
+                          help="corruption for --robustness (default: drop)")
+    evaluate.add_argument("--levels", type=_float_tuple, default=None, metavar="L[,L...]",
+                          help="severities for --robustness (default for drop: 0,0.1,...,0.9)")
+    evaluate.add_argument("--corruption-seeds", type=int, default=3, metavar="N",
+                          help="corruption seeds per severity (default: 3)")
+    evaluate.add_argument("--diagnostics", action="store_true",
+                          help="sharpness, Hessian spectrum, loss slice, contraction and "
+                          "gradient-norm diagnostics (a minute or so on CPU)")
     evaluate.add_argument("--device", choices=DEVICES, default="auto",
                           help="auto (CUDA if present), cpu or cuda (default: auto)")
+    evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    report = sub.add_parser(
+        "report", help="write a Markdown report with tables and figures from run folders",
+        description="Write OUT/report.md and OUT/figures/*.png from finished run folders: "
+        "runs whose configs differ only in the seed are grouped (mean ± std over seeds).",
+    )
+    report.add_argument("run_dirs", type=Path, nargs="+", help="run folders")
+    report.add_argument("--out", type=Path, default=Path("report"),
+                        help="output folder (default: report)")
 
     sub.add_parser("datasets", help="list the datasets and what each needs",
                    description="List the datasets sast can read and what each needs.")
@@ -202,22 +235,37 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from sast.evaluate import evaluate_spike_modes
-    from sast.runfolder import atomic_write_json
-    from sast.train import load_run, prepare_data, resolve_device
+    from sast.evaluate import DROP_LEVELS
+    from sast.protocol import evaluate_run
 
-    cfg, model = load_run(args.run_dir, device=args.device)
-    splits = prepare_data(cfg)
-    data = splits.test if args.split == "test" else splits.val
-    if data is None:
-        raise ValueError(f"{cfg.dataset} has no test split under {cfg.data_root}; "
-                         "use --split val")
-    device = resolve_device(args.device)
-    result = evaluate_spike_modes(model, data, device, cfg.eval_batch_size)
-    out = {"split": args.split, "method": cfg.method, "rho": cfg.rho if cfg.uses_sam else None,
-           "seed": cfg.seed, **result, "config": cfg.to_dict()}
-    atomic_write_json(args.run_dir / "evaluation.json", out)
-    _print_result(result, args.run_dir / "evaluation.json")
+    if args.levels is None and args.corruption != "drop":
+        raise ValueError(f"--levels is needed for --corruption {args.corruption}")
+    written = evaluate_run(
+        args.run_dir, args.device, robustness=args.robustness, diagnostics=args.diagnostics,
+        corruption=args.corruption, levels=args.levels or DROP_LEVELS,
+        corruption_seeds=tuple(range(args.corruption_seeds)), progress=not args.no_progress,
+    )
+    evaluation = written["evaluation.json"]
+    _print_result(evaluation["clean"], args.run_dir / "evaluation.json")
+    for mode in ("surrogate", "hard"):
+        cal = evaluation["clean"][mode]["calibration"]
+        print(f"  {mode:<10} ECE {cal['ece']:.4f}  MCE {cal['mce']:.4f}  "
+              f"Brier {cal['brier']:.4f}")
+    if "threshold_calibration" in evaluation:
+        tc = evaluation["threshold_calibration"]
+        print(f"  threshold calibration: hard {100 * tc['hard_accuracy_before']:.2f}% → "
+              f"{100 * tc['hard_accuracy_after']:.2f}% (scales {tc['scales']})")
+    for name in written:
+        if name != "evaluation.json":
+            print(f"  wrote {args.run_dir / name}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from sast.report import write_report
+
+    path = write_report(args.run_dirs, args.out)
+    print(f"wrote {path}")
     return 0
 
 
@@ -233,7 +281,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "datasets": cmd_datasets}
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report,
+                "datasets": cmd_datasets}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:

@@ -79,6 +79,14 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def validation_split(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """(train, validation) indices into a training split of ``n`` samples: a fixed-seed random
+    ``round(val_fraction · n)`` samples are held out."""
+    order = np.random.default_rng(VALIDATION_SPLIT_SEED).permutation(n)
+    n_val = int(round(val_fraction * n))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
 def prepare_data(cfg: RunConfig, progress: bool = False) -> Splits:
     """Train/validation/test frames. The validation part is held out of the training split
     (``val_fraction``, fixed seed); ``max_train_samples`` then trims the training part."""
@@ -88,9 +96,8 @@ def prepare_data(cfg: RunConfig, progress: bool = False) -> Splits:
 
     full = frames("train")
     test = frames("test") if split_available(cfg.dataset, "test", cfg.data_root) else None
-    order = np.random.default_rng(VALIDATION_SPLIT_SEED).permutation(len(full))
-    n_val = int(round(cfg.val_fraction * len(full)))
-    val, train = full.subset(np.sort(order[:n_val])), full.subset(np.sort(order[n_val:]))
+    train_idx, val_idx = validation_split(len(full), cfg.val_fraction)
+    val, train = full.subset(val_idx), full.subset(train_idx)
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
         train = train.subset(np.arange(cfg.max_train_samples))
     return Splits(train, val, test)
@@ -417,6 +424,7 @@ def final_evaluation(
         "epoch_time_s_median": statistics.median(r["epoch_time_s"] for r in rows),
         "step_time_s_median": statistics.median(r["step_time_s_median"] for r in rows),
         "grad_evals_per_step": rows[-1]["grad_evals"] / rows[-1]["steps"],
+        "grad_evals_total": sum(r["grad_evals"] for r in rows),
         "total_train_time_s": sum(r["epoch_time_s"] for r in rows),
         "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
     }

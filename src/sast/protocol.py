@@ -1,0 +1,112 @@
+"""The evaluation protocol of a finished run, written into its run folder.
+
+- ``evaluation.json``: the clean protocol in both spike modes (accuracy, NLL, calibration,
+  firing rates, membrane margins, transfer gap), threshold calibration, training overhead;
+- ``robustness.json`` (``robustness=True``): accuracy against corruption severity, both modes;
+- ``diagnostics.json`` (``diagnostics=True``): sharpness, Hessian spectrum, loss slice,
+  contraction and gradient-norm measures.
+
+docs/protocol.md says exactly what every number means.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sast.config import RunConfig
+from sast.data import FrameSet, load_frames, time_first
+from sast.data.corruptions import Corruption
+from sast.evaluate import DROP_LEVELS, evaluate_clean, evaluate_mode, robustness_curve
+from sast.runfolder import RunFolder, atomic_write_json
+from sast.thresholds import calibrate_thresholds, threshold_scales
+from sast.train import load_run, prepare_data, resolve_device, validation_split
+
+DIAGNOSTIC_SAMPLES = 256
+"""Training samples (the first of the training part) the diagnostics are measured on."""
+
+
+def overhead(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Training cost from a run's metrics log: medians over epochs, totals, peak memory."""
+    if not rows:
+        raise ValueError("the run has no finished epoch in metrics.jsonl")
+    return {
+        "epochs": len(rows),
+        "epoch_time_s_median": statistics.median(r["epoch_time_s"] for r in rows),
+        "step_time_s_median": statistics.median(r["step_time_s_median"] for r in rows),
+        "grad_evals_per_step": rows[-1]["grad_evals"] / rows[-1]["steps"],
+        "grad_evals_total": sum(r["grad_evals"] for r in rows),
+        "train_time_s_total": sum(r["epoch_time_s"] for r in rows),
+        "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
+    }
+
+
+def _header(cfg: RunConfig, split: str) -> dict[str, Any]:
+    return {"dataset": cfg.dataset, "arch": cfg.resolved_arch(), "method": cfg.method,
+            "rho": cfg.rho if cfg.uses_sam else None, "seed": cfg.seed, "epochs": cfg.epochs,
+            "split": split}
+
+
+def evaluate_run(
+    run_dir: str | Path, device: str = "auto", robustness: bool = False,
+    diagnostics: bool = False, corruption: str = "drop", levels: Sequence[float] = DROP_LEVELS,
+    corruption_seeds: Sequence[int] = (0, 1, 2), progress: bool = False,
+) -> dict[str, Any]:
+    """Run the protocol on a run folder; returns what was written, keyed by file name."""
+    folder = RunFolder(run_dir)
+    dev = resolve_device(device)
+    cfg, model = load_run(run_dir, device=str(dev))
+    splits = prepare_data(cfg, progress)
+    split, data = ("test", splits.test) if splits.test is not None else ("val", splits.val)
+    val = splits.val if len(splits.val) else None
+    written: dict[str, Any] = {}
+
+    evaluation = {**_header(cfg, split),
+                  "clean": evaluate_clean(model, data, val, dev, cfg.eval_batch_size)}
+    if val is not None and split != "val":
+        fitted = calibrate_thresholds(model, val, device=dev, batch_size=cfg.eval_batch_size)
+        with threshold_scales(model, fitted["scales"]):
+            after = evaluate_mode(model, data, "hard", dev, cfg.eval_batch_size)["accuracy"]
+        fitted["hard_accuracy_before"] = evaluation["clean"]["hard"]["accuracy"]
+        fitted["hard_accuracy_after"] = after
+        evaluation["threshold_calibration"] = fitted
+    evaluation["overhead"] = overhead(folder.read_metrics())
+    evaluation["config"] = cfg.to_dict()
+    atomic_write_json(folder.root / "evaluation.json", evaluation)
+    written["evaluation.json"] = evaluation
+
+    if robustness:
+        def frames_under(c: Corruption | None, seed: int) -> FrameSet:
+            frames = load_frames(cfg.dataset, "train" if split == "val" else split,
+                                 cfg.time_bins, cfg.binning, cfg.data_root, cfg.cache_dir,
+                                 corruption=c, corruption_seed=seed, **cfg.dataset_options())
+            if split == "val":
+                return frames.subset(validation_split(len(frames), cfg.val_fraction)[1])
+            return frames
+
+        curve = robustness_curve(model, frames_under, corruption, levels, corruption_seeds,
+                                 dev, cfg.eval_batch_size, progress)
+        result = {**_header(cfg, split), **curve, "config": cfg.to_dict()}
+        atomic_write_json(folder.root / "robustness.json", result)
+        written["robustness.json"] = result
+
+    if diagnostics:
+        from sast.diagnostics import run_diagnostics
+
+        sample = splits.train.subset(range(min(DIAGNOSTIC_SAMPLES, len(splits.train))))
+        batches = []
+        for start in range(0, len(sample), 64):
+            frames, labels = sample.batch(slice(start, start + 64))
+            batches.append((time_first(frames, "cpu"), labels))
+        model = model.to("cpu").float()
+        with torch.enable_grad():
+            diag = run_diagnostics(model, batches, rho=cfg.rho, seed=cfg.seed)
+        result = {**_header(cfg, "train"), "samples": len(sample), **diag,
+                  "config": cfg.to_dict()}
+        atomic_write_json(folder.root / "diagnostics.json", result)
+        written["diagnostics.json"] = result
+    return written

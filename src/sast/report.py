@@ -1,0 +1,508 @@
+"""A Markdown report with tables and PNG figures from finished run folders.
+
+Runs whose configs differ only in ``seed`` form one group; tables show mean ± std over a
+group's seeds. Each group is labelled by its method and ρ, plus any other config field that
+differs between groups. What the report reads, per run: ``final.json`` (required),
+``evaluation.json``, ``robustness.json``, ``diagnostics.json`` and ``metrics.jsonl`` (each
+section appears when its files exist).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sast.runfolder import RunFolder, atomic_write_bytes, read_json
+
+IGNORED_FIELDS = ("seed", "device", "cache_dir", "compile")
+"""Config fields that do not define a group (they change no number, or are the seed)."""
+MODES = ("surrogate", "hard")
+
+
+@dataclass
+class Run:
+    path: Path
+    final: dict[str, Any]
+    evaluation: dict[str, Any] | None = None
+    robustness: dict[str, Any] | None = None
+    diagnostics: dict[str, Any] | None = None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.final["config"]
+
+
+@dataclass
+class Group:
+    label: str
+    config: dict[str, Any]
+    runs: list[Run] = field(default_factory=list)
+
+    def values(self, getter) -> np.ndarray:  # noqa: ANN001
+        """``getter(run)`` for every run where it is available (KeyError/TypeError: skipped)."""
+        out = []
+        for run in self.runs:
+            try:
+                value = getter(run)
+            except (KeyError, TypeError, IndexError):
+                continue
+            if value is not None:
+                out.append(value)
+        return np.asarray(out, dtype=float)
+
+
+def load_runs(paths: list[str | Path]) -> list[Run]:
+    runs = []
+    for p in paths:
+        folder = RunFolder(p)
+        if not folder.final.exists():
+            raise FileNotFoundError(
+                f"{folder.root} has no final.json: not a finished run (see its status.json)"
+            )
+        extra = {}
+        for name in ("evaluation", "robustness", "diagnostics"):
+            file = folder.root / f"{name}.json"
+            extra[name] = read_json(file) if file.exists() else None
+        runs.append(Run(folder.root, read_json(folder.final), **extra))
+    return runs
+
+
+def _group_key(config: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in IGNORED_FIELDS},
+                      sort_keys=True)
+
+
+def group_runs(runs: list[Run]) -> list[Group]:
+    """Group runs whose configs differ only in the seed; label each group."""
+    groups: dict[str, Group] = {}
+    for run in runs:
+        key = _group_key(run.config)
+        groups.setdefault(key, Group("", run.config)).runs.append(run)
+    configs = [g.config for g in groups.values()]
+    varying = sorted(
+        k for k in configs[0]
+        if k not in (*IGNORED_FIELDS, "method", "rho")
+        and len({json.dumps(c.get(k)) for c in configs}) > 1
+    )
+    for group in groups.values():
+        c = group.config
+        label = c["method"]
+        if c["method"] in ("sast", "ste-sam"):
+            label += f" ρ={c['rho']:g}"
+        extras = [f"{k}={c.get(k)}" for k in varying]
+        group.label = label + (f" ({', '.join(extras)})" if extras else "")
+    return list(groups.values())
+
+
+def pm(values: np.ndarray, scale: float = 1.0, digits: int = 2) -> str:
+    """'mean ± std' (std over seeds, ddof = 0), or 'mean' for one value, or '–'."""
+    if len(values) == 0:
+        return "–"
+    mean = float(np.mean(values)) * scale
+    if len(values) == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} ± {float(np.std(values)) * scale:.{digits}f}"
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _clean_table(groups: list[Group]) -> str:
+    rows = []
+    for g in groups:
+        rows.append([
+            g.label, str(len(g.runs)),
+            pm(g.values(lambda r: r.final["surrogate"]["accuracy"]), 100),
+            pm(g.values(lambda r: r.final["hard"]["accuracy"]), 100),
+            pm(g.values(lambda r: r.final["transfer_gap_pp"])),
+            pm(g.values(lambda r: r.final["surrogate"]["loss"]), digits=3),
+            pm(g.values(lambda r: r.final["hard"]["loss"]), digits=3),
+        ])
+    return _table(["run group", "seeds", "surrogate acc %", "hard acc %", "gap pp",
+                   "NLL surrogate", "NLL hard"], rows)
+
+
+def _calibration_table(groups: list[Group]) -> str:
+    rows = []
+    for g in groups:
+        for mode in MODES:
+            def cal(r: Run, key: str, mode: str = mode) -> float:
+                return r.evaluation["clean"][mode]["calibration"][key]
+            rows.append([
+                g.label, mode,
+                pm(g.values(lambda r: cal(r, "ece")), digits=4),
+                pm(g.values(lambda r: cal(r, "mce")), digits=4),
+                pm(g.values(lambda r: cal(r, "brier")), digits=4),
+                pm(g.values(lambda r: cal(r, "nll")), digits=4),
+                pm(g.values(lambda r: cal(r, "ece_temperature_scaled")), digits=4),
+                pm(g.values(lambda r: cal(r, "temperature")), digits=3),
+            ])
+    return _table(["run group", "mode", "ECE", "MCE", "Brier", "NLL", "ECE after T-scaling",
+                   "T"], rows)
+
+
+def _threshold_table(groups: list[Group]) -> str:
+    rows = []
+    for g in groups:
+        def tc(r: Run, key: str) -> float:
+            return r.evaluation["threshold_calibration"][key]
+        before = g.values(lambda r: tc(r, "hard_accuracy_before"))
+        if len(before) == 0:
+            continue
+        rows.append([g.label, pm(before, 100), pm(g.values(lambda r: tc(r, "hard_accuracy_after")),
+                                                   100),
+                     "; ".join(str(r.evaluation["threshold_calibration"]["scales"])
+                               for r in g.runs if r.evaluation)])
+    return _table(["run group", "hard acc % before", "hard acc % after", "scales (per run)"],
+                  rows)
+
+
+def _overhead_table(groups: list[Group]) -> str:
+    base = next((g for g in groups if g.config["method"] == "surrogate"), None)
+
+    def epoch_time(r: Run) -> float:
+        return r.final["timing"]["epoch_time_s_median"]
+
+    base_time = float(np.median(base.values(epoch_time))) if base else None
+    rows = []
+    for g in groups:
+        times = g.values(epoch_time)
+        ratio = f"{np.median(times) / base_time:.2f}×" if base_time and len(times) else "–"
+        rows.append([
+            g.label, pm(times, digits=3),
+            pm(g.values(lambda r: r.final["timing"]["step_time_s_median"]), 1e3, 1),
+            pm(g.values(lambda r: r.final["timing"]["grad_evals_per_step"]), digits=0),
+            pm(g.values(grad_evals_total), digits=0),
+            pm(g.values(lambda r: r.final["timing"]["peak_memory_mb"]), digits=0),
+            ratio,
+        ])
+    ref = f" (ratio to `{base.label}`)" if base else ""
+    return _table(["run group", "s / epoch", "ms / step", "passes / step",
+                   "gradient evaluations", "peak memory MB", f"epoch-time ratio{ref}"], rows)
+
+
+def grad_evals_total(run: Run) -> float:
+    """Forward–backward passes of the whole training run."""
+    timing = run.final["timing"]
+    if "grad_evals_total" in timing:
+        return float(timing["grad_evals_total"])
+    return float(sum(r["grad_evals"] for r in RunFolder(run.path).read_metrics()))
+
+
+def _robustness_table(groups: list[Group]) -> str:
+    with_curves = [g for g in groups if any(r.robustness for r in g.runs)]
+    if not with_curves:
+        return ""
+    levels = next(r.robustness for r in with_curves[0].runs if r.robustness)["levels"]
+    rows = []
+    for g in with_curves:
+        for mode in MODES:
+            cells = []
+            for i in range(len(levels)):
+                cells.append(pm(g.values(lambda r, i=i, mode=mode:
+                                         r.robustness[mode]["mean"][i]), 100, 1))
+            rows.append([g.label, mode, *cells])
+    corruption = with_curves[0].runs[0].robustness["corruption"]
+    return _table(["run group", "mode", *[f"{corruption} {lv:g}" for lv in levels]], rows)
+
+
+def _diagnostics_tables(groups: list[Group]) -> str:
+    rows, layer_rows = [], []
+    for g in groups:
+        if not any(r.diagnostics for r in g.runs):
+            continue
+        def grad(r: Run, *keys: str) -> float:
+            value = r.diagnostics["gradients"]
+            for key in keys:
+                value = value[key]
+            return value
+
+        rows.append([
+            g.label,
+            pm(g.values(lambda r: r.diagnostics["sharpness"]["sharpness"]), digits=4),
+            pm(g.values(lambda r: r.diagnostics["hessian"]["top_eigenvalues"][0]), digits=3),
+            pm(g.values(lambda r: grad(r, "input_grad_norm", "mean")), digits=4),
+            pm(g.values(lambda r: grad(r, "lipschitz_bound")), digits=3),
+            pm(g.values(lambda r: grad(r, "param_grad_norm", "median")), digits=4),
+            pm(g.values(lambda r: grad(r, "spearman")), digits=3),
+        ])
+        first = next(r for r in g.runs if r.diagnostics)
+        for i, _ in enumerate(first.diagnostics["contraction"]["layers"]):
+            def lay(r: Run, key: str, i: int = i) -> float:
+                return r.diagnostics["contraction"]["layers"][i][key]
+            layer_rows.append([
+                g.label, str(i + 1),
+                pm(g.values(lambda r: lay(r, "global_factor")), digits=3),
+                pm(g.values(lambda r: lay(r, "run_max_factor")), digits=3),
+                pm(g.values(lambda r: lay(r, "fraction_factor_ge_1")), 100, 2),
+                pm(g.values(lambda r: lay(r, "max_abs_membrane")), digits=2),
+                pm(g.values(lambda r: lay(r, "state_bound")), digits=1),
+            ])
+    if not rows:
+        return ""
+    text = "### Sharpness and gradients\n\n" + _table(
+        ["run group", "worst-case sharpness (ρ-ball)", "top Hessian eigenvalue",
+         "mean ‖∂ℓ/∂x‖", "Lipschitz bound", "median ‖∇_w ℓ_i‖",
+         "Spearman(‖∇_w ℓ_i‖, ‖∂ℓ_i/∂x‖)"], rows)
+    text += "\n### Theory alignment (per LIF layer)\n\n" + _table(
+        ["run group", "layer", "global contraction factor", "run-level factor",
+         "% state-steps with factor ≥ 1", "max |u|", "state bound"], layer_rows)
+    return text
+
+
+def _firing_table(groups: list[Group]) -> str:
+    rows = []
+    for g in groups:
+        first = next((r for r in g.runs if r.evaluation), None)
+        if first is None:
+            continue
+        for mode in MODES:
+            n_layers = len(first.evaluation["clean"][mode]["firing_rates"])
+            for i in range(n_layers):
+                rows.append([
+                    g.label, mode, str(i + 1),
+                    pm(g.values(lambda r, i=i, mode=mode:
+                                r.evaluation["clean"][mode]["firing_rates"][i]), digits=4),
+                    pm(g.values(lambda r, i=i, mode=mode: r.evaluation["clean"][mode]["margin"]
+                                ["fraction_within"][i]["0.1"]), 100, 2),
+                ])
+    if not rows:
+        return ""
+    return _table(["run group", "mode", "layer", "firing rate",
+                   "% state-steps with margin < 0.1"], rows)
+
+
+# ---------------------------------------------------------------- figures
+
+
+def _plt():  # noqa: ANN202
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:  # noqa: ANN001
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    _plt().close(fig)
+
+
+def figure_robustness(groups: list[Group], path: Path) -> bool:
+    with_curves = [g for g in groups if any(r.robustness for r in g.runs)]
+    if not with_curves:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for gi, g in enumerate(with_curves):
+        curves = [r.robustness for r in g.runs if r.robustness]
+        levels = np.asarray(curves[0]["levels"])
+        for mode, style in (("surrogate", "-"), ("hard", "--")):
+            # mean over corruption seeds within a run, then mean ± std over training seeds
+            # (one run: std over corruption seeds)
+            per_run = np.asarray([c[mode]["mean"] for c in curves])
+            if len(curves) > 1:
+                mean, std = per_run.mean(0), per_run.std(0)
+            else:
+                mean, std = per_run[0], np.asarray(curves[0][mode]["std"])
+            ax.errorbar(levels, 100 * mean, yerr=100 * std, fmt=style + "o", ms=3, capsize=2,
+                        color=colors[gi % len(colors)], label=f"{g.label} — {mode} spikes")
+    corruption = with_curves[0].runs[0].robustness["corruption"]
+    ax.set_xlabel("drop probability p" if corruption == "drop" else f"{corruption} severity")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy under event corruption (solid: surrogate spikes, dashed: hard)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+def figure_reliability(groups: list[Group], path: Path) -> bool:
+    with_eval = [g for g in groups if any(r.evaluation for r in g.runs)]
+    if not with_eval:
+        return False
+    plt = _plt()
+    fig, axes = plt.subplots(len(with_eval), 2, figsize=(7, 3.2 * len(with_eval)),
+                             squeeze=False)
+    for gi, g in enumerate(with_eval):
+        run = next(r for r in g.runs if r.evaluation)
+        for mi, mode in enumerate(MODES):
+            ax = axes[gi][mi]
+            cal = run.evaluation["clean"][mode]["calibration"]
+            rel = cal["reliability"]
+            lower, upper = np.asarray(rel["lower"]), np.asarray(rel["upper"])
+            acc, count = np.asarray(rel["accuracy"], float), np.asarray(rel["count"])
+            width = upper - lower
+            shown = count > 0
+            ax.bar(lower[shown], acc[shown], width=width[shown], align="edge",
+                   edgecolor="black", alpha=0.7, label="accuracy")
+            ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_title(f"{g.label} — {mode} spikes\nECE {cal['ece']:.3f} (seed "
+                         f"{run.final['seed']})", fontsize=9)
+            ax.set_xlabel("confidence")
+            ax.set_ylabel("accuracy")
+            if gi == 0 and mi == 0:
+                ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def figure_margins(groups: list[Group], path: Path) -> bool:
+    with_eval = [g for g in groups if any(r.evaluation for r in g.runs)]
+    if not with_eval:
+        return False
+    plt = _plt()
+    first = next(r for r in with_eval[0].runs if r.evaluation)
+    n_layers = len(first.evaluation["clean"]["surrogate"]["margin"]["counts"])
+    fig, axes = plt.subplots(1, n_layers, figsize=(5.5 * n_layers, 3.6), squeeze=False)
+    for gi, g in enumerate(with_eval):
+        run = next(r for r in g.runs if r.evaluation)
+        margin = run.evaluation["clean"]["surrogate"]["margin"]
+        edges = np.asarray(margin["edges"])
+        for li, counts in enumerate(margin["counts"]):
+            counts = np.asarray(counts, float)
+            density = counts[:-1] / max(counts.sum(), 1) / np.diff(edges)
+            axes[0][li].step(edges[:-1], density, where="post", label=g.label,
+                             color=f"C{gi}")
+    for li in range(n_layers):
+        ax = axes[0][li]
+        ax.axvspan(0, 0.1, color="red", alpha=0.1, label="|u − ϑ| < 0.1")
+        ax.set_xlabel("membrane margin |u − ϑ|")
+        ax.set_ylabel("density of state-steps")
+        ax.set_title(f"LIF layer {li + 1}, surrogate mode (test data)", fontsize=9)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+def figure_loss_slices(groups: list[Group], path: Path) -> bool:
+    with_diag = [g for g in groups if any(r.diagnostics for r in g.runs)]
+    if not with_diag:
+        return False
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for gi, g in enumerate(with_diag):
+        run = next(r for r in g.runs if r.diagnostics)
+        sl = run.diagnostics["loss_slice"]
+        alphas = np.asarray(sl["alphas"])
+        surrogate = sl.get("loss_surrogate", sl.get("loss"))
+        ax.plot(alphas, surrogate, "-", color=f"C{gi}", label=f"{g.label} — surrogate spikes")
+        if "loss_hard" in sl:
+            ax.plot(alphas, sl["loss_hard"], "--", color=f"C{gi}", label=f"{g.label} — hard spikes")
+    ax.set_xlabel("α (step along a filter-normalised random direction)")
+    ax.set_ylabel("training loss")
+    ax.set_title("1-D loss slice through the trained weights")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    _save(fig, path)
+    return True
+
+
+def figure_rho(groups: list[Group], path: Path) -> bool:
+    sam = [g for g in groups if g.config["method"] == "sast"]
+    if len({g.config["rho"] for g in sam}) < 2:
+        return False
+    plt = _plt()
+    sam.sort(key=lambda g: g.config["rho"])
+    rhos = [g.config["rho"] for g in sam]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for mode, style in (("surrogate", "-o"), ("hard", "--o")):
+        vals = [g.values(lambda r, m=mode: r.final[m]["accuracy"]) for g in sam]
+        ax1.errorbar(rhos, [100 * v.mean() for v in vals], yerr=[100 * v.std() for v in vals],
+                     fmt=style, capsize=2, label=f"sast — {mode} spikes")
+    gaps = [g.values(lambda r: r.final["transfer_gap_pp"]) for g in sam]
+    ax2.errorbar(rhos, [v.mean() for v in gaps], yerr=[v.std() for v in gaps], fmt="-o",
+                 capsize=2, label="sast")
+    base = [g for g in groups if g.config["method"] == "surrogate"]
+    if base:
+        b = base[0]
+        for mode, style in (("surrogate", ":"), ("hard", "-.")):
+            ax1.axhline(100 * b.values(lambda r, m=mode: r.final[m]["accuracy"]).mean(),
+                        ls=style, color="gray", label=f"{b.label} — {mode} spikes")
+        ax2.axhline(b.values(lambda r: r.final["transfer_gap_pp"]).mean(), ls=":",
+                    color="gray", label=b.label)
+    ax1.set_xlabel("ρ")
+    ax1.set_ylabel("accuracy (%)")
+    ax2.set_xlabel("ρ")
+    ax2.set_ylabel("transfer gap (pp)")
+    for ax in (ax1, ax2):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
+
+
+# ---------------------------------------------------------------- the report
+
+
+def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
+    """Write ``out/report.md`` and its figures in ``out/figures/``; returns the report path."""
+    runs = load_runs(run_dirs)
+    if not runs:
+        raise ValueError("no run folders given")
+    groups = group_runs(runs)
+    out = Path(out)
+    figures = out / "figures"
+    figures.mkdir(parents=True, exist_ok=True)
+    datasets = sorted({r.config["dataset"] for r in runs})
+    lines = [f"# sast report: {', '.join(datasets)}", ""]
+    if any(d.startswith("synthetic") for d in datasets):
+        lines += ["**Built-in synthetic data** (an offline stand-in, not the real dataset): "
+                  "numbers here are not comparable with published ones.", ""]
+    lines += [f"{len(runs)} runs in {len(groups)} groups, written "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S')}. Every number traces to the "
+              "`config.json` and seed of its run folder:", ""]
+    for g in groups:
+        lines.append(f"- **{g.label}**: " + ", ".join(
+            f"`{r.path}` (seed {r.final['seed']})" for r in g.runs))
+    splits = sorted({r.final["split"] for r in runs})
+    lines += ["", f"Accuracies are on the {' / '.join(splits)} split. Mean ± std over seeds "
+              "(std with ddof = 0) where a group has several; docs/protocol.md defines every "
+              "number.", "", "## Clean accuracy and transfer gap", "", _clean_table(groups)]
+    if any(r.evaluation for r in runs):
+        lines += ["## Calibration", "", "15 equal-width confidence bins, L1 (ECE) and max "
+                  "(MCE) as torchmetrics defines them; temperature T fitted on the validation "
+                  "split.", "", _calibration_table(groups)]
+        if figure_reliability(groups, figures / "reliability.png"):
+            lines += ["![reliability diagrams](figures/reliability.png)", ""]
+        lines += ["## Threshold calibration (hard spikes)", "", "Per-layer threshold scales "
+                  "fitted on the validation split for hard-spike deployment.", "",
+                  _threshold_table(groups)]
+        lines += ["## Firing rates and membrane margins", "", _firing_table(groups)]
+        if figure_margins(groups, figures / "margins.png"):
+            lines += ["![membrane margins](figures/margins.png)", ""]
+    lines += ["## Training overhead", "", _overhead_table(groups)]
+    robust = _robustness_table(groups)
+    if robust:
+        lines += ["## Robustness to event corruption", "", robust]
+        if figure_robustness(groups, figures / "robustness.png"):
+            lines += ["![accuracy vs corruption](figures/robustness.png)", ""]
+    diag = _diagnostics_tables(groups)
+    if diag:
+        lines += ["## Diagnostics", "", diag]
+        if figure_loss_slices(groups, figures / "loss_slice.png"):
+            lines += ["![loss slices](figures/loss_slice.png)", ""]
+    if figure_rho(groups, figures / "rho.png"):
+        lines += ["## Accuracy and gap against ρ", "", "![accuracy vs rho](figures/rho.png)", ""]
+    path = out / "report.md"
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    return path

@@ -1,0 +1,167 @@
+"""The evaluation protocol: outputs per spike mode, threshold calibration, robustness, the
+run-folder files it writes and the report built from them."""
+
+import numpy as np
+import pytest
+import torch
+
+from sast.cli import main
+from sast.config import RunConfig
+from sast.data import FrameSet
+from sast.evaluate import (
+    MARGIN_EDGES,
+    ModeOutputs,
+    collect_outputs,
+    evaluate_clean,
+    evaluate_mode,
+    robustness_curve,
+)
+from sast.layers import LIF
+from sast.models import build_model
+from sast.runfolder import read_json
+from sast.thresholds import calibrate_thresholds, threshold_scales
+from sast.train import fit
+
+
+def toy_data(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    frames = (torch.rand(n, 6, 2, 34, 34, generator=g) < 0.15).to(torch.uint8)
+    return FrameSet(frames, torch.randint(0, 10, (n,), generator=g), 10)
+
+
+def toy_model():
+    torch.manual_seed(0)
+    return build_model("nmnist-mlp", hidden=(12,))
+
+
+@pytest.mark.parametrize("mode", ["surrogate", "hard"])
+def test_outputs_firing_rates_and_margins_against_a_direct_computation(mode):
+    model, data = toy_model(), toy_data()
+    out = collect_outputs(model, data, mode, batch_size=16)
+    assert evaluate_mode(model, data, mode)["accuracy"] == pytest.approx(out.accuracy())
+
+    frames, _ = data.batch(slice(None))
+    x = frames.transpose(0, 1).float()
+    lif = model[2]
+    lif.record, lif.spike_mode = True, mode
+    with torch.no_grad():
+        model(x)
+    u = lif.membrane.double()
+    lif.record, lif.spike_mode, lif.membrane = False, "surrogate", None
+    s = (u > 1.0).double() if mode == "hard" else torch.sigmoid(5.0 * (u - 1.0))
+    assert out.firing_rates[0] == pytest.approx(float(s.mean()), rel=1e-6)
+    margin = (u - 1.0).abs().flatten().numpy()
+    assert out.margin_counts[0].sum() == margin.size
+    expected = np.histogram(np.minimum(margin, 1e9), bins=[*MARGIN_EDGES, np.inf])[0]
+    assert np.array_equal(out.margin_counts[0], expected)
+    within = out.margin_fractions()[0]
+    assert within["0.1"] == pytest.approx(float((margin < 0.1).mean()))
+    collect_outputs(model, data, mode)
+    assert not lif.record and lif.membrane is None
+
+
+def test_margin_fractions_by_hand():
+    counts = np.zeros(len(MARGIN_EDGES), dtype=np.int64)
+    counts[0], counts[1], counts[3], counts[-1] = 2, 3, 1, 4  # bins [0,.05), [.05,.1), [.15,.2)
+    out = ModeOutputs(torch.zeros(1, 2), torch.zeros(1, dtype=torch.long), [0.0], [counts])
+    assert out.margin_fractions()[0] == {"0.05": 0.2, "0.1": 0.5, "0.2": 0.6}
+
+
+def test_evaluate_clean_reports_both_modes_and_calibration():
+    model, data = toy_model(), toy_data()
+    result = evaluate_clean(model, data, toy_data(seed=1))
+    for mode in ("surrogate", "hard"):
+        r = result[mode]
+        assert 0 <= r["accuracy"] <= 1 and r["n"] == len(data)
+        assert {"ece", "mce", "brier", "nll", "temperature",
+                "ece_temperature_scaled"} <= set(r["calibration"])
+        assert len(r["firing_rates"]) == 1
+    gap = 100 * (result["surrogate"]["accuracy"] - result["hard"]["accuracy"])
+    assert result["transfer_gap_pp"] == pytest.approx(gap)
+
+
+def test_threshold_calibration_picks_the_best_scale_and_restores_the_model():
+    model, val = toy_model(), toy_data(n=60, seed=3)
+    candidates = (0.3, 0.6, 1.0, 1.4)
+    fitted = calibrate_thresholds(model, val, candidates)
+    assert [m.threshold for m in model.modules() if isinstance(m, LIF)] == [1.0]
+    brute = {}
+    for c in candidates:
+        with threshold_scales(model, [c]):
+            brute[c] = evaluate_mode(model, val, "hard")["accuracy"]
+    assert fitted["val_hard_accuracy_after"] == max(brute.values())
+    assert brute[fitted["scales"][0]] == max(brute.values())
+    assert fitted["val_hard_accuracy_before"] == brute[1.0]
+    with pytest.raises(ValueError, match="threshold scales"):
+        with threshold_scales(model, [1.0, 1.0]):
+            pass
+
+
+def test_robustness_curve_uses_clean_data_at_zero_and_each_seed_otherwise():
+    model, data = toy_model(), toy_data()
+    calls = []
+
+    def frames_under(corruption, seed):
+        calls.append((corruption, seed))
+        if corruption is None:
+            return data
+        frames, labels = data.batch(slice(None))
+        g = torch.Generator().manual_seed(seed)
+        keep = torch.rand(frames.shape, generator=g) >= corruption.p
+        return FrameSet(frames * keep, labels, 10)
+
+    curve = robustness_curve(model, frames_under, "drop", (0.0, 0.5), seeds=(0, 1))
+    assert calls[0] == (None, 0) and [s for _, s in calls[1:]] == [0, 1]
+    clean = evaluate_mode(model, data, "hard")["accuracy"]
+    assert curve["hard"]["raw"][0] == [clean, clean] and curve["hard"]["std"][0] == 0
+    raw = np.asarray(curve["surrogate"]["raw"][1])
+    assert curve["surrogate"]["mean"][1] == pytest.approx(raw.mean())
+    assert curve["surrogate"]["std"][1] == pytest.approx(raw.std())
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    base = dict(max_train_samples=128, hidden=(16,), time_bins=6, batch_size=32, epochs=2,
+                val_fraction=0.1)
+    for method in ("surrogate", "sast"):
+        for seed in (0, 1):
+            fit(RunConfig(method=method, seed=seed, **base), root / f"{method}{seed}",
+                progress=False, log=lambda *_: None)
+    return root
+
+
+@pytest.mark.slow
+def test_evaluate_and_report_commands(two_runs, tmp_path, capsys):
+    for name in ("surrogate0", "sast0"):
+        assert main(["evaluate", str(two_runs / name), "--robustness", "--levels", "0,0.5",
+                     "--corruption-seeds", "2", "--no-progress"]) == 0
+    for name in ("surrogate1", "sast1"):
+        assert main(["evaluate", str(two_runs / name), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "ECE" in out and "threshold calibration" in out
+    evaluation = read_json(two_runs / "sast0" / "evaluation.json")
+    final = read_json(two_runs / "sast0" / "final.json")
+    for mode in ("surrogate", "hard"):
+        assert evaluation["clean"][mode]["accuracy"] == final[mode]["accuracy"]
+    assert evaluation["overhead"]["grad_evals_per_step"] == 2
+    robustness = read_json(two_runs / "sast0" / "robustness.json")
+    assert robustness["levels"] == [0.0, 0.5] and robustness["seeds"] == [0, 1]
+
+    runs = [str(two_runs / n) for n in ("surrogate0", "surrogate1", "sast0", "sast1")]
+    assert main(["report", *runs, "--out", str(tmp_path / "rep")]) == 0
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "Built-in synthetic data" in report
+    for section in ("Clean accuracy", "Calibration", "Threshold calibration", "Training overhead",
+                    "Robustness"):
+        assert section in report, section
+    assert "| surrogate | 2 |" in report and "| sast ρ=0.3 | 2 |" in report
+    for figure in ("reliability", "margins", "robustness"):
+        png = tmp_path / "rep" / "figures" / f"{figure}.png"
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+        assert f"figures/{figure}.png" in report
+
+
+def test_report_needs_finished_runs(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "no final.json" in capsys.readouterr().err

@@ -135,7 +135,7 @@ def two_runs(tmp_path_factory):
 def test_evaluate_and_report_commands(two_runs, tmp_path, capsys):
     for name in ("surrogate0", "sast0"):
         assert main(["evaluate", str(two_runs / name), "--robustness", "--levels", "0,0.5",
-                     "--corruption-seeds", "2", "--no-progress"]) == 0
+                     "--corruption-seeds", "2", "--diagnostics", "--no-progress"]) == 0
     for name in ("surrogate1", "sast1"):
         assert main(["evaluate", str(two_runs / name), "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -145,6 +145,8 @@ def test_evaluate_and_report_commands(two_runs, tmp_path, capsys):
     for mode in ("surrogate", "hard"):
         assert evaluation["clean"][mode]["accuracy"] == final[mode]["accuracy"]
     assert evaluation["overhead"]["grad_evals_per_step"] == 2
+    diagnostics = read_json(two_runs / "sast0" / "diagnostics.json")
+    assert diagnostics["sharpness"]["rho"] == 0.3 and diagnostics["samples"] == 128
     robustness = read_json(two_runs / "sast0" / "robustness.json")
     assert robustness["levels"] == [0.0, 0.5] and robustness["seeds"] == [0, 1]
 
@@ -153,10 +155,10 @@ def test_evaluate_and_report_commands(two_runs, tmp_path, capsys):
     report = (tmp_path / "rep" / "report.md").read_text()
     assert "Built-in synthetic data" in report
     for section in ("Clean accuracy", "Calibration", "Threshold calibration", "Training overhead",
-                    "Robustness"):
+                    "Robustness", "Diagnostics", "Theory alignment"):
         assert section in report, section
     assert "| surrogate | 2 |" in report and "| sast ρ=0.3 | 2 |" in report
-    for figure in ("reliability", "margins", "robustness"):
+    for figure in ("reliability", "margins", "robustness", "loss_slice"):
         png = tmp_path / "rep" / "figures" / f"{figure}.png"
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
         assert f"figures/{figure}.png" in report

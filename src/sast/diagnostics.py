@@ -178,7 +178,8 @@ def worst_case_sharpness(
 
     so the first step is SAM's point ε = ρ·T²g/‖Tg‖. The estimate is the largest loss seen at
     the ``steps`` perturbed points, a lower bound on the true maximum. Also returned: the
-    first-order value ρ‖Tg‖ at w and the sharpness at SAM's point (first step).
+    first-order value ρ‖Tg‖ at w, the sharpness at SAM's point (first step) and the radius
+    ‖δ‖ of the last point.
     """
     if rho < 0 or steps < 1:
         raise ValueError(f"need rho >= 0 and steps >= 1, got rho={rho}, steps={steps}")
@@ -210,7 +211,7 @@ def worst_case_sharpness(
         "loss": loss0, "perturbed_loss": perturbed, "sharpness": perturbed - loss0,
         "sam_sharpness": (trajectory[0] if trajectory else loss0) - loss0,
         "first_order_sharpness": rho * grad_norm, "grad_norm": grad_norm,
-        "trajectory": trajectory,
+        "radius": _norm(delta).item(), "trajectory": trajectory,
     }
 
 
@@ -500,8 +501,9 @@ def _pair(v: int | tuple[int, ...]) -> tuple[int, ...]:
 def _operator_norm(op: nn.Module) -> float:
     """An upper bound on the ℓ2 operator norm of a per-frame linear map (biases do not count).
 
-    Linear: ‖W‖₂. Conv2d: Σ_{p,q} ‖K[:, :, p, q]‖₂ (a sum of channel mixings of shifted, cropped
-    copies of the input). Average pooling with stride = kernel: 1/√(kernel area); otherwise 1.
+    Linear: ‖W‖₂. Conv2d: Σ_{p,q} ‖K[:, :, p, q]‖₂ (a sum of channel mixings of shifted, cropped,
+    subsampled copies of the input). Average pooling over non-overlapping windows:
+    1/√(window area); otherwise 1.
     """
     if isinstance(op, nn.Sequential):
         return math.prod(_operator_norm(m) for m in op)
@@ -509,7 +511,8 @@ def _operator_norm(op: nn.Module) -> float:
         return 1.0
     if isinstance(op, nn.AvgPool2d):
         k, s = _pair(op.kernel_size), _pair(op.stride or op.kernel_size)
-        return 1.0 / math.sqrt(k[0] * k[1]) if k == s and _pair(op.padding) == (0, 0) else 1.0
+        exact_windows = k == s and _pair(op.padding) == (0, 0) and not op.ceil_mode
+        return 1.0 / math.sqrt(k[0] * k[1]) if exact_windows else 1.0
     if isinstance(op, nn.Linear):
         return float(torch.linalg.matrix_norm(op.weight.detach().double(), ord=2))
     if isinstance(op, nn.Conv2d) and op.groups == 1:
@@ -580,19 +583,71 @@ def input_gradient_norms(
     return torch.cat(norms).numpy()
 
 
-def parameter_gradient_norms(
-    model: nn.Module, batches: Batches, max_samples: int | None = 256
-) -> np.ndarray:
-    """‖∇_w ℓ_i‖₂ per sample (surrogate mode), over all trainable parameters, one backward per
-    sample."""
-    params, norms = _params(model), []
+def _per_sample_gradient_norms(
+    model: nn.Module, batches: Batches, part: list[Tensor] | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """‖∇_w ℓ_i‖₂ over all trainable parameters and over the parameters in ``part``, per
+    sample, one backward per sample (surrogate mode)."""
+    params, total, partial = _params(model), [], []
+    in_part = [any(p is q for q in part or ()) for p in params]
     with _preserved(model), use_spike_mode(model, "surrogate"):
-        for x, y in _take(batches, max_samples):
+        for x, y in batches:
             x, y = _prepare(model, x, y)
             for i in range(y.shape[0]):
                 loss = F.cross_entropy(model(x[:, i : i + 1]), y[i : i + 1])
-                norms.append(_norm(list(torch.autograd.grad(loss, params))).item())
-    return np.asarray(norms, dtype=np.float64)
+                grads = list(torch.autograd.grad(loss, params))
+                total.append(_norm(grads).item())
+                partial.append(_norm([g for g, k in zip(grads, in_part, strict=True) if k])
+                               .item() if part else math.nan)
+    return np.asarray(total, dtype=np.float64), np.asarray(partial, dtype=np.float64)
+
+
+def parameter_gradient_norms(
+    model: nn.Module, batches: Batches, max_samples: int | None = 256
+) -> np.ndarray:
+    """‖∇_w ℓ_i‖₂ per sample (surrogate mode), over all trainable parameters, for the first
+    ``max_samples`` samples (all when None)."""
+    return _per_sample_gradient_norms(model, _take(batches, max_samples))[0]
+
+
+def _first_linear(model: nn.Module) -> nn.Linear | None:
+    """The Linear layer that reads the (flattened) input frames directly, or None."""
+    for m in model.children():
+        if isinstance(m, PerFrame) and isinstance(m.module, nn.Flatten):
+            continue
+        if isinstance(m, PerFrame) and isinstance(m.module, nn.Linear):
+            return m.module
+        return None
+    return None
+
+
+def _frame_gram_min(x: Tensor, bias: bool) -> float:
+    """λ_min(X̃X̃ᵀ) for one sample x[T, ...]: the rows of X̃ are its flattened frames x[t]ᵀ,
+    followed by a 1 when the layer has a bias."""
+    rows = x.reshape(x.shape[0], -1).double()
+    if bias:
+        rows = torch.cat([rows, rows.new_ones(rows.shape[0], 1)], dim=1)
+    return float(torch.linalg.eigvalsh(rows @ rows.T)[0])
+
+
+def _mechanism_check(
+    layer: nn.Linear, batches: Batches, input_norms: np.ndarray, layer_norms: np.ndarray
+) -> dict[str, object]:
+    """Per sample, ‖∇_x ℓ_i‖ ≤ ‖W¹‖₂·‖∇_{(W¹,b¹)} ℓ_i‖ / √λ_min(X̃_i X̃_iᵀ) (docs/theory.md,
+    section 6): how often it holds (always, unless the code is wrong) and how tight it is."""
+    w_norm = float(torch.linalg.matrix_norm(layer.weight.detach().double(), ord=2))
+    lam = np.array([
+        _frame_gram_min(x[:, i], layer.bias is not None)
+        for x, _ in batches for i in range(x.shape[1])
+    ])
+    safe = np.where(lam > 1e-12, lam, np.nan)
+    rhs = np.nan_to_num(w_norm * layer_norms / np.sqrt(safe), nan=np.inf)
+    return {
+        "first_layer_spectral_norm": w_norm,
+        "gram_lambda_min": _summary(lam),
+        "bound_ratio": _summary(input_norms / rhs),
+        "fraction_holds": float(np.mean(input_norms <= rhs * (1.0 + 1e-6))),
+    }
 
 
 def _average_ranks(a: np.ndarray) -> np.ndarray:
@@ -628,11 +683,16 @@ def gradient_mechanism(
 ) -> dict[str, object]:
     """Per-sample parameter-gradient norms ‖∇_w ℓ_i‖ against input-gradient norms ‖∇_x ℓ_i‖ on
     the first ``max_samples`` samples: summaries of both, their Spearman rank correlation, the
-    input-Lipschitz bound L_in of the logits and √2·L_in, the bound on ‖∇_x ℓ_i‖."""
+    input-Lipschitz bound L_in of the logits and √2·L_in, the bound on ‖∇_x ℓ_i‖. For an MLP
+    (a Linear layer reading the frames) ``mechanism`` checks the first-layer inequality of
+    docs/theory.md, section 6; otherwise it is None."""
     taken = _take(batches, max_samples)
-    p_norms = parameter_gradient_norms(model, taken, None)
+    first = _first_linear(model)
+    part = None if first is None else [p for p in first.parameters() if p.requires_grad]
+    p_norms, first_norms = _per_sample_gradient_norms(model, taken, part)
     x_norms = input_gradient_norms(model, taken)
     bound = lipschitz_bound(model, int(taken[0][0].shape[0]))
+    mechanism = None if first is None else _mechanism_check(first, taken, x_norms, first_norms)
     return {
         "n_samples": len(p_norms),
         "param_grad_norm": _summary(p_norms),
@@ -641,6 +701,7 @@ def gradient_mechanism(
         "lipschitz_bound": bound,
         "input_grad_bound": math.sqrt(2.0) * bound,
         "max_input_grad_norm": float(np.max(x_norms)),
+        "mechanism": mechanism,
     }
 
 
@@ -651,12 +712,15 @@ def gradient_mechanism(
 def run_diagnostics(
     model: nn.Module, batches: Batches, rho: float, seed: int = 0, *,
     sharpness_steps: int = 5, adaptive: bool = False, hessian_k: int = 3,
-    hessian_iters: int = 20, hessian_tol: float = 1e-3,
+    hessian_iters: int = 20, hessian_tol: float = 1e-3, hessian_max_samples: int | None = None,
     alphas: Sequence[float] | np.ndarray | None = None, max_samples: int = 256,
 ) -> dict[str, object]:
     """All diagnostics with small defaults, as one JSON-serialisable dict with the keys
     ``sharpness``, ``hessian``, ``loss_slice``, ``contraction``, ``gradients`` and ``seconds``
-    (the time each part took)."""
+    (the time each part took).
+
+    The Hessian is the costliest part (``hessian_iters`` double-backward passes over its
+    samples): ``hessian_max_samples`` restricts it to the first samples of ``batches``."""
     seconds: dict[str, float] = {}
 
     def timed(name: str, fn, *args, **kwargs):  # noqa: ANN001, ANN202
@@ -667,7 +731,8 @@ def run_diagnostics(
 
     sharp = timed("sharpness", worst_case_sharpness, model, batches, rho, sharpness_steps,
                   adaptive)
-    ritz, n_iter = timed("hessian", _lanczos_ritz_values, model, batches, hessian_k,
+    hessian_batches = _take(batches, hessian_max_samples)
+    ritz, n_iter = timed("hessian", _lanczos_ritz_values, model, hessian_batches, hessian_k,
                          hessian_iters, seed, hessian_tol)
     return {
         "n_samples": _n_samples(batches),
@@ -675,6 +740,7 @@ def run_diagnostics(
         "hessian": {
             "top_eigenvalues": [float(v) for v in ritz[:hessian_k]],
             "min_ritz_value": float(ritz[-1]), "lanczos_steps": n_iter, "seed": seed,
+            "n_samples": _n_samples(hessian_batches),
         },
         "loss_slice": timed("loss_slice", loss_slice, model, batches, alphas, seed),
         "contraction": timed("contraction", contraction_diagnostics, model, batches),

@@ -135,7 +135,8 @@ def two_runs(tmp_path_factory):
 def test_evaluate_and_report_commands(two_runs, tmp_path, capsys):
     for name in ("surrogate0", "sast0"):
         assert main(["evaluate", str(two_runs / name), "--robustness", "--levels", "0,0.5",
-                     "--corruption-seeds", "2", "--diagnostics", "--no-progress"]) == 0
+                     "--corruption-seeds", "2", "--diagnostics", "--sharpness-rho", "0.2",
+                     "--no-progress"]) == 0
     for name in ("surrogate1", "sast1"):
         assert main(["evaluate", str(two_runs / name), "--no-progress"]) == 0
     out = capsys.readouterr().out
@@ -146,7 +147,7 @@ def test_evaluate_and_report_commands(two_runs, tmp_path, capsys):
         assert evaluation["clean"][mode]["accuracy"] == final[mode]["accuracy"]
     assert evaluation["overhead"]["grad_evals_per_step"] == 2
     diagnostics = read_json(two_runs / "sast0" / "diagnostics.json")
-    assert diagnostics["sharpness"]["rho"] == 0.3 and diagnostics["samples"] == 128
+    assert diagnostics["sharpness"]["rho"] == 0.2 and diagnostics["samples"] == 128
     robustness = read_json(two_runs / "sast0" / "robustness.json")
     assert robustness["levels"] == [0.0, 0.5] and robustness["seeds"] == [0, 1]
 

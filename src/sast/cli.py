@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--diagnostics", action="store_true",
                           help="sharpness, Hessian spectrum, loss slice, contraction and "
                           "gradient-norm diagnostics (a minute or so on CPU)")
+    evaluate.add_argument("--sharpness-rho", type=float, default=0.3, metavar="RHO",
+                          help="radius of the worst-case sharpness measurement, the same for "
+                          "every run whatever ρ it was trained with (default: 0.3)")
     evaluate.add_argument("--device", choices=DEVICES, default="auto",
                           help="auto (CUDA if present), cpu or cuda (default: auto)")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -244,6 +247,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.run_dir, args.device, robustness=args.robustness, diagnostics=args.diagnostics,
         corruption=args.corruption, levels=args.levels or DROP_LEVELS,
         corruption_seeds=tuple(range(args.corruption_seeds)), progress=not args.no_progress,
+        sharpness_rho=args.sharpness_rho,
     )
     evaluation = written["evaluation.json"]
     _print_result(evaluation["clean"], args.run_dir / "evaluation.json")

@@ -26,6 +26,9 @@ from sast.runfolder import RunFolder, atomic_write_json
 from sast.thresholds import calibrate_thresholds, threshold_scales
 from sast.train import load_run, prepare_data, resolve_device, validation_split
 
+SHARPNESS_RHO = 0.3
+"""The radius of the worst-case sharpness measurement: one radius for every run, so that
+methods trained with different ρ (or none) are compared in the same ball."""
 DIAGNOSTIC_SAMPLES = 256
 """Training samples (the first of the training part) the diagnostics are measured on."""
 
@@ -55,6 +58,7 @@ def evaluate_run(
     run_dir: str | Path, device: str = "auto", robustness: bool = False,
     diagnostics: bool = False, corruption: str = "drop", levels: Sequence[float] = DROP_LEVELS,
     corruption_seeds: Sequence[int] = (0, 1, 2), progress: bool = False,
+    sharpness_rho: float = SHARPNESS_RHO,
 ) -> dict[str, Any]:
     """Run the protocol on a run folder; returns what was written, keyed by file name."""
     folder = RunFolder(run_dir)
@@ -104,7 +108,7 @@ def evaluate_run(
             batches.append((time_first(frames, "cpu"), labels))
         model = model.to("cpu").float()
         with torch.enable_grad():
-            diag = run_diagnostics(model, batches, rho=cfg.rho, seed=cfg.seed)
+            diag = run_diagnostics(model, batches, rho=sharpness_rho, seed=cfg.seed)
         result = {**_header(cfg, "train"), "samples": len(sample), **diag,
                   "config": cfg.to_dict()}
         atomic_write_json(folder.root / "diagnostics.json", result)

@@ -89,14 +89,31 @@ def group_runs(runs: list[Run]) -> list[Group]:
         if k not in (*IGNORED_FIELDS, "method", "rho")
         and len({json.dumps(c.get(k)) for c in configs}) > 1
     )
-    for group in groups.values():
+    method_order = {"surrogate": 0, "ste": 1, "sast": 2, "ste-sam": 3}
+    ordered = sorted(groups.values(), key=lambda g: (
+        method_order.get(g.config["method"], 9), g.config.get("rho") or 0.0,
+        json.dumps([g.config.get(k) for k in varying])))
+    for group in ordered:
         c = group.config
         label = c["method"]
         if c["method"] in ("sast", "ste-sam"):
             label += f" ρ={c['rho']:g}"
         extras = [f"{k}={c.get(k)}" for k in varying]
         group.label = label + (f" ({', '.join(extras)})" if extras else "")
-    return list(groups.values())
+    return ordered
+
+
+def _mark_compute_matched(groups: list[Group]) -> None:
+    """Label baseline groups that evaluate as many gradients as a SAM group of the same data:
+    the compute-matched control."""
+    sam = [g for g in groups if g.config["method"] in ("sast", "ste-sam")]
+    for g in groups:
+        if g.config["method"] not in ("surrogate", "ste"):
+            continue
+        evals = np.median(g.values(grad_evals_total))
+        if any(np.median(s.values(grad_evals_total)) == evals
+               and s.config["dataset"] == g.config["dataset"] for s in sam):
+            g.label += " — compute-matched"
 
 
 def pm(values: np.ndarray, scale: float = 1.0, digits: int = 2) -> str:
@@ -166,27 +183,35 @@ def _threshold_table(groups: list[Group]) -> str:
 
 
 def _overhead_table(groups: list[Group]) -> str:
-    base = next((g for g in groups if g.config["method"] == "surrogate"), None)
+    baselines = [g for g in groups if g.config["method"] == "surrogate"]
+    base = min(baselines, key=lambda g: g.config["epochs"]) if baselines else None
 
     def epoch_time(r: Run) -> float:
         return r.final["timing"]["epoch_time_s_median"]
 
-    base_time = float(np.median(base.values(epoch_time))) if base else None
+    def step_time(r: Run) -> float:
+        return r.final["timing"]["step_time_s_median"]
+
+    def ratio(g: Group, getter) -> str:  # noqa: ANN001
+        if base is None or len(g.values(getter)) == 0:
+            return "–"
+        return f"{np.median(g.values(getter)) / np.median(base.values(getter)):.2f}×"
+
     rows = []
     for g in groups:
         times = g.values(epoch_time)
-        ratio = f"{np.median(times) / base_time:.2f}×" if base_time and len(times) else "–"
         rows.append([
             g.label, pm(times, digits=3),
             pm(g.values(lambda r: r.final["timing"]["step_time_s_median"]), 1e3, 1),
             pm(g.values(lambda r: r.final["timing"]["grad_evals_per_step"]), digits=0),
             pm(g.values(grad_evals_total), digits=0),
             pm(g.values(lambda r: r.final["timing"]["peak_memory_mb"]), digits=0),
-            ratio,
+            ratio(g, epoch_time), ratio(g, step_time),
         ])
-    ref = f" (ratio to `{base.label}`)" if base else ""
+    ref = f" to `{base.label}`" if base else ""
     return _table(["run group", "s / epoch", "ms / step", "passes / step",
-                   "gradient evaluations", "peak memory MB", f"epoch-time ratio{ref}"], rows)
+                   "gradient evaluations", "peak memory MB", f"epoch-time ratio{ref}",
+                   f"step-time ratio{ref}"], rows)
 
 
 def grad_evals_total(run: Run) -> float:
@@ -248,13 +273,16 @@ def _diagnostics_tables(groups: list[Group]) -> str:
             ])
     if not rows:
         return ""
+    radii = sorted({r.diagnostics["sharpness"]["rho"] for g in groups for r in g.runs
+                    if r.diagnostics})
+    radius = ", ".join(f"{x:g}" for x in radii)
     text = "### Sharpness and gradients\n\n" + _table(
-        ["run group", "worst-case sharpness (ρ-ball)", "top Hessian eigenvalue",
+        ["run group", f"worst-case sharpness (ρ = {radius})", "top Hessian eigenvalue",
          "mean ‖∂ℓ/∂x‖", "Lipschitz bound", "median ‖∇_w ℓ_i‖",
          "Spearman(‖∇_w ℓ_i‖, ‖∂ℓ_i/∂x‖)"], rows)
     text += "\n### Theory alignment (per LIF layer)\n\n" + _table(
         ["run group", "layer", "global contraction factor", "run-level factor",
-         "% state-steps with factor ≥ 1", "max |u|", "state bound"], layer_rows)
+         "% state-steps with factor ≥ 1", "max \\|u\\|", "state bound"], layer_rows)
     return text
 
 
@@ -460,6 +488,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path) -> Path:
     if not runs:
         raise ValueError("no run folders given")
     groups = group_runs(runs)
+    _mark_compute_matched(groups)
     out = Path(out)
     figures = out / "figures"
     figures.mkdir(parents=True, exist_ok=True)

@@ -181,6 +181,25 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("report"),
                         help="output folder (default: report)")
 
+    sweep = sub.add_parser(
+        "sweep", help="run a grid of configs (skips finished runs, resumes the rest)",
+        description="Expand GRID (a YAML/JSON file whose config fields may be lists) into runs, "
+        "one folder per config named by its hash, and run those not finished. Re-running "
+        "skips finished runs, resumes interrupted ones and retries failed ones; results.jsonl "
+        "and results.csv in the sweep folder grow as runs finish.",
+    )
+    sweep.add_argument("grid", type=Path, help="grid file")
+    sweep.add_argument("--out", type=Path, help="sweep folder (default: the grid's `out`, or "
+                       "sweeps/<grid file name>)")
+    sweep.add_argument("--backend", choices=("local", "ray"), default="local",
+                       help="local process pool, or Ray tasks on an existing cluster "
+                       "(pip install sast[ray]) (default: local)")
+    sweep.add_argument("--workers", type=int, default=1,
+                       help="runs at once; local workers share the cores (default: 1)")
+    sweep.add_argument("--address", help="Ray cluster address for --backend ray "
+                       "(default: start a local Ray instance)")
+    sweep.add_argument("--dry-run", action="store_true", help="list the runs and their status")
+
     sub.add_parser("datasets", help="list the datasets and what each needs",
                    description="List the datasets sast can read and what each needs.")
     return parser
@@ -273,6 +292,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from sast.experiment import describe, differing_fields, load_sweep, run_sweep
+
+    sweep = load_sweep(args.grid, args.out)
+    if args.dry_run:
+        fields = differing_fields(sweep.configs) or ["method"]
+        print(f"{sweep.out}: {len(sweep.configs)} runs")
+        for name, status, cfg in describe(sweep):
+            detail = " ".join(f"{f}={getattr(cfg, f)}" for f in fields)
+            print(f"  {status:<11} {name:<22} {detail}")
+        return 0
+    rows = run_sweep(sweep, args.backend, args.workers, args.address)
+    failed = [r for r in rows if r["status"] == "failed"]
+    print(f"{sweep.out / 'results.csv'}: {len(rows) - len(failed)} finished, "
+          f"{len(failed)} failed")
+    return 1 if failed else 0
+
+
 def cmd_datasets(args: argparse.Namespace) -> int:
     from sast.data import DATASETS
 
@@ -286,7 +323,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report,
-                "datasets": cmd_datasets}
+                "sweep": cmd_sweep, "datasets": cmd_datasets}
     try:
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:

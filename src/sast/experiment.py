@@ -1,0 +1,360 @@
+"""Sweeps: a grid of run configs, one run folder per config, backends that execute them.
+
+A grid file (YAML or JSON) holds config fields, any of which may be a list; the sweep is their
+cartesian product::
+
+    out: sweeps/rho-grid              # sweep folder (default: sweeps/<grid file name>)
+    evaluate: {robustness: true}      # protocol after training (optional; see below)
+    resources: {num_cpus: 1, num_gpus: 0}   # per run, for the Ray backend
+    grid:
+      dataset: synthetic-nmnist
+      method: [surrogate, sast]
+      rho: [0.1, 0.3]
+      seed: [0, 1]
+
+Fields a method does not use are normalised away (ρ of a ``surrogate`` run, for example), so
+the grid above is 2 surrogate runs and 4 sast runs. Each run's folder is
+``<out>/runs/<method>-<hash>``, the hash of its resolved config: re-running the sweep skips
+finished runs, resumes interrupted ones from their last checkpoint and retries failed ones. A
+failed run is recorded with its error and does not stop the others. As runs finish,
+``<out>/results.jsonl`` and ``<out>/results.csv`` are rewritten atomically with one row per
+finished run, so a half-finished grid is already useful.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import itertools
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from sast.config import RunConfig, load_config_file
+from sast.runfolder import RunFolder, atomic_write_bytes, atomic_write_json, read_json
+
+BACKENDS = ("local", "ray")
+SAM_FIELDS = ("rho", "adaptive", "eta", "sam_policy")
+EVALUATE_OPTIONS = {"robustness": False, "diagnostics": False, "corruption": "drop",
+                    "levels": None, "corruption_seeds": 3, "sharpness_rho": 0.3}
+RESULT_COLUMNS = (
+    "run", "status", "dataset", "arch", "method", "rho", "seed", "epochs", "split",
+    "surrogate_accuracy", "hard_accuracy", "transfer_gap_pp", "surrogate_nll", "hard_nll",
+    "epoch_time_s", "step_time_s", "grad_evals_total", "error",
+)
+
+
+@dataclass
+class Sweep:
+    """An expanded grid: where it lives, its runs, and what to do after training."""
+
+    out: Path
+    configs: list[RunConfig]
+    evaluate: dict[str, Any] = field(default_factory=dict)
+    resources: dict[str, float] = field(default_factory=dict)
+
+    def folder(self, cfg: RunConfig) -> Path:
+        return self.out / "runs" / run_name(cfg)
+
+
+def canonical(cfg: RunConfig) -> RunConfig:
+    """The config with fields its method ignores set to their defaults (and the device, which
+    changes no result, to ``auto``)."""
+    defaults = RunConfig()
+    changes: dict[str, Any] = {"device": "auto"}
+    if not cfg.uses_sam:
+        changes.update({k: getattr(defaults, k) for k in SAM_FIELDS})
+    return cfg.replace(**changes)
+
+
+def config_hash(cfg: RunConfig) -> str:
+    """sha256 of the canonical config's JSON (sorted keys), 10 hex digits."""
+    text = json.dumps(canonical(cfg).to_dict(), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def run_name(cfg: RunConfig) -> str:
+    return f"{cfg.method}-{config_hash(cfg)}"
+
+
+def expand_grid(grid: dict[str, Any], source: str = "grid") -> list[RunConfig]:
+    """The cartesian product of the list-valued fields, canonicalised and deduplicated (in the
+    order of the grid). ``hidden`` and ``channels`` are lists themselves: give a list of lists
+    to sweep them."""
+    axes: list[tuple[str, list[Any]]] = []
+    for key, value in grid.items():
+        is_shape = key in ("hidden", "channels")
+        if isinstance(value, list) and (not is_shape or any(isinstance(v, list) for v in value)):
+            if not value:
+                raise ValueError(f"{source}: field {key!r} has an empty list of values")
+            axes.append((key, value))
+        else:
+            axes.append((key, [value]))
+    configs, seen = [], set()
+    for combo in itertools.product(*(values for _, values in axes)):
+        fields_ = {key: value for (key, _), value in zip(axes, combo, strict=True)}
+        cfg = canonical(RunConfig.from_dict(fields_, source=source))
+        name = run_name(cfg)
+        if name not in seen:
+            seen.add(name)
+            configs.append(cfg)
+    return configs
+
+
+def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
+    """Read a grid file (see the module docstring)."""
+    path = Path(path)
+    data = load_config_file(path)
+    known = {"grid", "out", "evaluate", "resources"}
+    grid = data.get("grid", {k: v for k, v in data.items() if k not in known})
+    if not isinstance(grid, dict) or not grid:
+        raise ValueError(f"{path}: expected config fields, or a 'grid:' mapping of them")
+    evaluate = data.get("evaluate") or {}
+    unknown = set(evaluate) - set(EVALUATE_OPTIONS)
+    if unknown:
+        raise ValueError(f"{path}: unknown evaluate option(s) {sorted(unknown)}; expected "
+                         f"{sorted(EVALUATE_OPTIONS)}")
+    resources = data.get("resources") or {}
+    if set(resources) - {"num_cpus", "num_gpus"}:
+        raise ValueError(f"{path}: resources takes num_cpus and num_gpus")
+    folder = Path(out or data.get("out") or Path("sweeps") / path.stem)
+    return Sweep(folder, expand_grid(grid, str(path)), evaluate, resources)
+
+
+# ---------------------------------------------------------------- one run
+
+
+def run_status(folder: Path, cfg: RunConfig, evaluate: dict[str, Any]) -> str:
+    """``finished`` (trained, and evaluated as asked), ``failed``, ``interrupted`` (has a
+    checkpoint, no final result) or ``pending``."""
+    run = RunFolder(folder)
+    if run.final.exists():
+        try:
+            final = read_json(run.final)
+        except ValueError:
+            return "interrupted"
+        wanted = ["evaluation.json"] if evaluate else []
+        wanted += ["robustness.json"] if evaluate.get("robustness") else []
+        wanted += ["diagnostics.json"] if evaluate.get("diagnostics") else []
+        if final.get("epochs") == cfg.epochs and all((folder / w).exists() for w in wanted):
+            return "finished"
+        return "interrupted"
+    if run.status.exists():
+        try:
+            if read_json(run.status).get("status") in ("failed", "diverged"):
+                return "failed"
+        except ValueError:
+            pass
+    return "interrupted" if run.checkpoint.exists() else "pending"
+
+
+def execute_run(cfg_dict: dict[str, Any], folder: str, evaluate: dict[str, Any],
+                threads: int | None = None) -> dict[str, Any]:
+    """Train (resuming whatever is there) and evaluate one run; never raises: the outcome says
+    ``finished`` with the result row, or ``failed`` with the error."""
+    import torch
+
+    from sast.train import fit
+
+    if threads:
+        torch.set_num_threads(threads)
+    cfg = RunConfig.from_dict(cfg_dict)
+    start = time.time()
+    try:
+        fit(cfg, folder, resume=True, progress=False, log=lambda *_: None)
+        if evaluate:
+            from sast.evaluate import DROP_LEVELS
+            from sast.protocol import evaluate_run
+
+            opts = {**EVALUATE_OPTIONS, **evaluate}
+            evaluate_run(
+                folder, cfg.device, robustness=opts["robustness"],
+                diagnostics=opts["diagnostics"], corruption=opts["corruption"],
+                levels=opts["levels"] or DROP_LEVELS,
+                corruption_seeds=tuple(range(opts["corruption_seeds"])),
+                sharpness_rho=opts["sharpness_rho"],
+            )
+        return {"status": "finished", "seconds": time.time() - start}
+    except BaseException as err:  # noqa: BLE001 - a failed run must not stop the sweep
+        message = f"{type(err).__name__}: {err}"
+        run = RunFolder(folder)
+        run.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(run.root / "error.txt", traceback.format_exc().encode())
+        status = read_json(run.status) if run.status.exists() else {}
+        if status.get("status") not in ("diverged", "failed"):
+            run.write_status("failed", message)
+        return {"status": "failed", "error": message, "seconds": time.time() - start}
+
+
+def result_row(folder: Path, status: str = "finished") -> dict[str, Any]:
+    """One row of the results table from a run folder."""
+    run = RunFolder(folder)
+    row: dict[str, Any] = {"run": folder.name, "status": status}
+    if run.final.exists():
+        f = read_json(run.final)
+        row.update({
+            "dataset": f["dataset"], "arch": f["arch"], "method": f["method"], "rho": f["rho"],
+            "seed": f["seed"], "epochs": f["epochs"], "split": f["split"],
+            "surrogate_accuracy": f["surrogate"]["accuracy"],
+            "hard_accuracy": f["hard"]["accuracy"], "transfer_gap_pp": f["transfer_gap_pp"],
+            "surrogate_nll": f["surrogate"]["loss"], "hard_nll": f["hard"]["loss"],
+            "epoch_time_s": f["timing"]["epoch_time_s_median"],
+            "step_time_s": f["timing"]["step_time_s_median"],
+            "grad_evals_total": f["timing"].get("grad_evals_total"),
+        })
+    elif run.config.exists():
+        c = read_json(run.config)
+        row.update({k: c.get(k) for k in ("dataset", "method", "rho", "seed", "epochs")})
+    if status == "failed" and run.status.exists():
+        row["error"] = read_json(run.status).get("message", "")
+    return row
+
+
+def write_results(sweep: Sweep) -> list[dict[str, Any]]:
+    """Rewrite ``results.jsonl`` and ``results.csv`` (atomically) from the run folders: one
+    row per finished or failed run, in grid order."""
+    rows = []
+    for cfg in sweep.configs:
+        folder = sweep.folder(cfg)
+        status = run_status(folder, cfg, sweep.evaluate)
+        if status in ("finished", "failed"):
+            rows.append(result_row(folder, status))
+    atomic_write_bytes(sweep.out / "results.jsonl",
+                       "".join(json.dumps(r) + "\n" for r in rows).encode())
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=RESULT_COLUMNS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_bytes(sweep.out / "results.csv", buf.getvalue().encode())
+    return rows
+
+
+# ---------------------------------------------------------------- backends
+
+
+@dataclass
+class Progress:
+    total: int
+    done: int = 0
+    failed: int = 0
+    running: int = 0
+    skipped: int = 0
+    seconds: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.time)
+
+    def line(self, workers: int) -> str:
+        left = self.total - self.done - self.failed - self.skipped
+        eta = ""
+        if self.seconds and left:
+            per_run = sum(self.seconds) / len(self.seconds)
+            eta = f", about {_duration(per_run * left / max(workers, 1))} left"
+        return (f"{self.done + self.skipped}/{self.total} done ({self.skipped} already), "
+                f"{self.running} running, {self.failed} failed{eta}")
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+Task = tuple[RunConfig, Path]
+Submit = Callable[[Task], Future]
+
+
+def local_pool(workers: int, evaluate: dict[str, Any]) -> Iterator[Submit]:
+    """A process pool of ``workers`` (spawned, so no state is shared), each using
+    ``cores // workers`` threads so that workers do not oversubscribe the cores."""
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"))
+    try:
+        yield lambda task: pool.submit(execute_run, task[0].to_dict(), str(task[1]),
+                                       evaluate, threads)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def run_sweep(
+    sweep: Sweep, backend: str = "local", workers: int = 1, address: str | None = None,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Execute every run that is not finished; returns the final results table."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(sweep.out / "sweep.json", {
+        "evaluate": sweep.evaluate, "resources": sweep.resources,
+        "runs": [{"name": run_name(c), "config": c.to_dict()} for c in sweep.configs],
+    })
+    todo: list[Task] = []
+    progress = Progress(total=len(sweep.configs))
+    for cfg in sweep.configs:
+        if run_status(sweep.folder(cfg), cfg, sweep.evaluate) == "finished":
+            progress.skipped += 1
+        else:
+            todo.append((cfg, sweep.folder(cfg)))
+    write_results(sweep)
+    log(f"{sweep.out}: {progress.line(workers)}")
+    if not todo:
+        return write_results(sweep)
+    if backend == "local":
+        submitters = local_pool(workers, sweep.evaluate)
+    else:
+        from sast.ray_backend import ray_pool
+
+        submitters = ray_pool(address, sweep.resources, sweep.evaluate)
+    submit = next(submitters)
+    try:
+        pending: dict[Future, Task] = {}
+        queue = list(todo)
+
+        def refill() -> None:
+            while queue and len(pending) < workers:
+                task = queue.pop(0)
+                pending[submit(task)] = task
+            progress.running = len(pending)
+
+        refill()
+        while pending:
+            finished, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                cfg, folder = pending.pop(future)
+                outcome = future.result()
+                progress.seconds.append(outcome.get("seconds", 0.0))
+                if outcome["status"] == "finished":
+                    progress.done += 1
+                else:
+                    progress.failed += 1
+                    log(f"  {folder.name} failed: {outcome.get('error')}")
+                refill()
+                write_results(sweep)
+                log(f"{sweep.out}: {progress.line(workers)}")
+    finally:
+        submitters.close()
+    return write_results(sweep)
+
+
+def describe(sweep: Sweep) -> list[tuple[str, str, RunConfig]]:
+    """(run name, status, config) of every run, for ``--dry-run``."""
+    return [(run_name(c), run_status(sweep.folder(c), c, sweep.evaluate), c)
+            for c in sweep.configs]
+
+
+def differing_fields(configs: list[RunConfig]) -> list[str]:
+    """Config fields whose value differs between the given configs."""
+    dicts = [c.to_dict() for c in configs]
+    return [f.name for f in dataclasses.fields(RunConfig)
+            if len({json.dumps(d[f.name]) for d in dicts}) > 1]

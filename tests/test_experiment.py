@@ -1,0 +1,149 @@
+"""Sweeps: grid expansion, run naming, status, results table, kill and resume."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from sast.cli import main
+from sast.config import RunConfig
+from sast.experiment import (
+    canonical,
+    config_hash,
+    expand_grid,
+    load_sweep,
+    run_status,
+    run_sweep,
+)
+
+TIMING = ("epoch_time_s", "step_time_s")
+GRID = """\
+grid:
+  dataset: synthetic-nmnist
+  method: [surrogate, sast]
+  rho: [0.1, 0.3]
+  seed: [0, 1]
+  epochs: 3
+  max_train_samples: 96
+  hidden: [16]
+  time_bins: 6
+  batch_size: 32
+"""
+
+
+def test_expand_grid_is_a_deduplicated_cartesian_product():
+    configs = expand_grid({"method": ["surrogate", "sast"], "rho": [0.1, 0.3], "seed": [0, 1],
+                           "hidden": [[16], [32, 8]]})
+    # surrogate ignores rho: 2 seeds × 2 widths; sast: 2 rho × 2 seeds × 2 widths
+    assert len(configs) == 4 + 8
+    assert {c.hidden for c in configs} == {(16,), (32, 8)}
+    assert all(c.rho == RunConfig().rho for c in configs if c.method == "surrogate")
+    assert expand_grid({"hidden": [16, 8]})[0].hidden == (16, 8)  # one list = one value
+    with pytest.raises(ValueError, match="empty list"):
+        expand_grid({"seed": []})
+    with pytest.raises(ValueError, match="unknown config field"):
+        expand_grid({"sed": [0, 1]})
+
+
+def test_config_hash_ignores_what_changes_no_result():
+    a = RunConfig(method="surrogate", rho=0.1, device="cpu")
+    b = RunConfig(method="surrogate", rho=0.5, device="auto")
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(RunConfig(method="sast", rho=0.1)) != config_hash(
+        RunConfig(method="sast", rho=0.5))
+    assert canonical(a).rho == RunConfig().rho
+
+
+def _rows(out):
+    return [{k: v for k, v in json.loads(line).items() if k not in TIMING}
+            for line in (out / "results.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_killed_sweep_resumes_without_repeating_finished_runs(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GRID)
+    straight = run_sweep(load_sweep(grid, tmp_path / "straight"), log=lambda *_: None)
+    assert len(straight) == 6 and all(r["status"] == "finished" for r in straight)
+
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "sast.cli", "sweep", str(grid), "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True, env=os.environ.copy())
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        results = out / "results.jsonl"
+        if results.exists() and len(results.read_text().splitlines()) >= 2:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    finished_before = {r["run"]: (out / "runs" / r["run"] / "final.json").stat().st_mtime_ns
+                       for r in _rows(out)}
+    assert 2 <= len(finished_before) < 6
+
+    assert main(["sweep", str(grid), "--out", str(out)]) == 0
+    for name, mtime in finished_before.items():  # not trained again
+        assert (out / "runs" / name / "final.json").stat().st_mtime_ns == mtime
+    assert _rows(out) == _rows(tmp_path / "straight")
+    csv_lines = (out / "results.csv").read_text().splitlines()
+    assert len(csv_lines) == 7 and csv_lines[0].startswith("run,status,")
+
+
+def test_failed_run_is_recorded_and_does_not_stop_the_others(tmp_path, monkeypatch):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GRID.replace("epochs: 3", "epochs: 1").replace("[0, 1]", "0"))
+    sweep = load_sweep(grid, tmp_path / "out")
+    bad = next(c for c in sweep.configs if c.method == "sast" and c.rho == 0.1)
+    import sast.train as train
+
+    real = train.fit
+
+    def flaky_fit(cfg, out, **kwargs):
+        if cfg == bad:
+            raise RuntimeError("simulated failure")
+        return real(cfg, out, **kwargs)
+
+    monkeypatch.setattr(train, "fit", flaky_fit)
+    # run in-process so that the monkeypatch applies
+    monkeypatch.setattr("sast.experiment.local_pool", _inline_pool)
+    rows = run_sweep(sweep, log=lambda *_: None)
+    status = {r["run"]: r["status"] for r in rows}
+    assert sorted(status.values()) == ["failed", "finished", "finished"]
+    failed = next(r for r in rows if r["status"] == "failed")
+    assert "simulated failure" in failed["error"]
+    assert (sweep.folder(bad) / "error.txt").exists()
+    assert run_status(sweep.folder(bad), bad, {}) == "failed"
+
+    monkeypatch.setattr(train, "fit", real)  # a re-run retries the failed run only
+    rows = run_sweep(sweep, log=lambda *_: None)
+    assert all(r["status"] == "finished" for r in rows)
+
+
+def _inline_pool(workers, evaluate):
+    import concurrent.futures
+
+    from sast.experiment import execute_run
+
+    def submit(task):
+        future = concurrent.futures.Future()
+        future.set_result(execute_run(task[0].to_dict(), str(task[1]), evaluate))
+        return future
+
+    yield submit
+
+
+def test_dry_run_lists_runs_and_status(tmp_path, capsys):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GRID)
+    assert main(["sweep", str(grid), "--out", str(tmp_path / "o"), "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "6 runs" in out and out.count("pending") == 6 and "rho=0.1" in out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("grid: {methd: [sast]}\n")
+    assert main(["sweep", str(bad), "--dry-run"]) == 2
+    assert "did you mean 'method'" in capsys.readouterr().err

@@ -5,16 +5,30 @@ import pytest
 from sast.config import RunConfig, load_config_file
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+RUN_CONFIGS = [p for p in CONFIGS if not p.name.startswith("reproduce-")]
+STUDIES = [p for p in CONFIGS if p.name.startswith("reproduce-")]
 
 
-@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
+def test_study_grids_are_valid(path):
+    from sast.experiment import load_sweep
+
+    sweep = load_sweep(path)
+    methods = {c.method for c in sweep.configs}
+    assert {"surrogate", "sast"} <= methods
+    sast_epochs = {c.epochs for c in sweep.configs if c.method == "sast"}
+    matched = [c for c in sweep.configs if c.method == "surrogate" and c.epochs not in sast_epochs]
+    assert matched and all(c.epochs == 2 * max(sast_epochs) for c in matched)
+
+
+@pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.name)
 def test_shipped_configs_are_valid(path):
     cfg = RunConfig.from_dict(load_config_file(path), source=str(path))
     assert cfg.dataset in path.name
 
 
 def test_compute_matched_preset_matches_sast_gradient_evaluations():
-    folder = CONFIGS[0].parent
+    folder = RUN_CONFIGS[0].parent
     sast = RunConfig.from_dict(load_config_file(folder / "synthetic-nmnist.yaml"))
     matched_file = folder / "synthetic-nmnist-compute-matched.yaml"
     matched = RunConfig.from_dict(load_config_file(matched_file))

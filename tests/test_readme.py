@@ -24,7 +24,7 @@ def test_readme_starts_with_install_and_test_commands():
     first_block = re.search(r"```bash\n(.*?)```", text, flags=re.S).group(1)
     commands = [line for line in first_block.splitlines() if line and not line.startswith("#")]
     assert len(commands) == 2
-    assert "sast train" in commands[0]
+    assert "sast reproduce nmnist --quick" in commands[0]
     ci = (README.parent / ".ci" / "run").read_text()
     test_command = commands[1].split("&& ", 2)[2]  # after creating and activating the venv
     assert ci.rstrip().endswith(test_command)

@@ -113,10 +113,19 @@ def expand_grid(grid: dict[str, Any], source: str = "grid") -> list[RunConfig]:
 def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     """Read a grid file (see the module docstring)."""
     path = Path(path)
-    data = load_config_file(path)
+    return sweep_from_dict(load_config_file(path), str(path), out, Path("sweeps") / path.stem)
+
+
+def sweep_from_dict(data: dict[str, Any], source: str, out: str | Path | None = None,
+                    default_out: str | Path = "sweeps/sweep",
+                    overrides: dict[str, Any] | None = None) -> Sweep:
+    """A sweep from the contents of a grid file; ``overrides`` replace fields in every grid.
+    ``grid`` may also be a list of grids, whose runs are concatenated (deduplicated)."""
+    path = source
     known = {"grid", "out", "evaluate", "resources"}
     grid = data.get("grid", {k: v for k, v in data.items() if k not in known})
-    if not isinstance(grid, dict) or not grid:
+    grids = grid if isinstance(grid, list) else [grid]
+    if not grids or not all(isinstance(g, dict) and g for g in grids):
         raise ValueError(f"{path}: expected config fields, or a 'grid:' mapping of them")
     evaluate = data.get("evaluate") or {}
     unknown = set(evaluate) - set(EVALUATE_OPTIONS)
@@ -126,8 +135,14 @@ def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
     resources = data.get("resources") or {}
     if set(resources) - {"num_cpus", "num_gpus"}:
         raise ValueError(f"{path}: resources takes num_cpus and num_gpus")
-    folder = Path(out or data.get("out") or Path("sweeps") / path.stem)
-    return Sweep(folder, expand_grid(grid, str(path)), evaluate, resources)
+    folder = Path(out or data.get("out") or default_out)
+    configs, names = [], set()
+    for g in grids:
+        for cfg in expand_grid({**g, **(overrides or {})}, path):
+            if run_name(cfg) not in names:
+                names.add(run_name(cfg))
+                configs.append(cfg)
+    return Sweep(folder, configs, evaluate, resources)
 
 
 # ---------------------------------------------------------------- one run

@@ -74,22 +74,22 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _int_tuple(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.replace(" ", "").split(",") if v != "")
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers, got {text!r}"
-        ) from None
+def _tuple_of(cast: type, what: str):  # noqa: ANN202
+    """An argparse type for comma-separated values, e.g. ``16,32``."""
+
+    def parse(text: str) -> tuple:
+        try:
+            return tuple(cast(v) for v in text.replace(" ", "").split(",") if v != "")
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {what}, got {text!r}"
+            ) from None
+
+    return parse
 
 
-def _float_tuple(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.replace(" ", "").split(",") if v != "")
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated numbers, got {text!r}"
-        ) from None
+_int_tuple = _tuple_of(int, "integers")
+_float_tuple = _tuple_of(float, "numbers")
 
 
 def _bool(text: str) -> bool:

@@ -11,47 +11,31 @@ docs/protocol.md says exactly what every number means.
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sast.config import RunConfig
 from sast.data import FrameSet, load_frames, time_first
 from sast.data.corruptions import Corruption
 from sast.evaluate import DROP_LEVELS, evaluate_clean, evaluate_mode, robustness_curve
 from sast.runfolder import RunFolder, atomic_write_json
 from sast.thresholds import calibrate_thresholds, threshold_scales
-from sast.train import load_run, prepare_data, resolve_device, validation_split
+from sast.train import (
+    load_run,
+    prepare_data,
+    resolve_device,
+    run_header,
+    timing_summary,
+    validation_split,
+)
 
 SHARPNESS_RHO = 0.3
 """The radius of the worst-case sharpness measurement: one radius for every run, so that
 methods trained with different ρ (or none) are compared in the same ball."""
 DIAGNOSTIC_SAMPLES = 256
 """Training samples (the first of the training part) the diagnostics are measured on."""
-
-
-def overhead(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Training cost from a run's metrics log: medians over epochs, totals, peak memory."""
-    if not rows:
-        raise ValueError("the run has no finished epoch in metrics.jsonl")
-    return {
-        "epochs": len(rows),
-        "epoch_time_s_median": statistics.median(r["epoch_time_s"] for r in rows),
-        "step_time_s_median": statistics.median(r["step_time_s_median"] for r in rows),
-        "grad_evals_per_step": rows[-1]["grad_evals"] / rows[-1]["steps"],
-        "grad_evals_total": sum(r["grad_evals"] for r in rows),
-        "train_time_s_total": sum(r["epoch_time_s"] for r in rows),
-        "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
-    }
-
-
-def _header(cfg: RunConfig, split: str) -> dict[str, Any]:
-    return {"dataset": cfg.dataset, "arch": cfg.resolved_arch(), "method": cfg.method,
-            "rho": cfg.rho if cfg.uses_sam else None, "seed": cfg.seed, "epochs": cfg.epochs,
-            "split": split}
 
 
 def evaluate_run(
@@ -69,7 +53,7 @@ def evaluate_run(
     val = splits.val if len(splits.val) else None
     written: dict[str, Any] = {}
 
-    evaluation = {**_header(cfg, split),
+    evaluation = {**run_header(cfg, split),
                   "clean": evaluate_clean(model, data, val, dev, cfg.eval_batch_size)}
     if val is not None and split != "val":
         fitted = calibrate_thresholds(model, val, device=dev, batch_size=cfg.eval_batch_size)
@@ -78,7 +62,7 @@ def evaluate_run(
         fitted["hard_accuracy_before"] = evaluation["clean"]["hard"]["accuracy"]
         fitted["hard_accuracy_after"] = after
         evaluation["threshold_calibration"] = fitted
-    evaluation["overhead"] = overhead(folder.read_metrics())
+    evaluation["overhead"] = timing_summary(folder.read_metrics())
     evaluation["config"] = cfg.to_dict()
     atomic_write_json(folder.root / "evaluation.json", evaluation)
     written["evaluation.json"] = evaluation
@@ -94,7 +78,7 @@ def evaluate_run(
 
         curve = robustness_curve(model, frames_under, corruption, levels, corruption_seeds,
                                  dev, cfg.eval_batch_size, progress)
-        result = {**_header(cfg, split), **curve, "config": cfg.to_dict()}
+        result = {**run_header(cfg, split), **curve, "config": cfg.to_dict()}
         atomic_write_json(folder.root / "robustness.json", result)
         written["robustness.json"] = result
 
@@ -109,7 +93,7 @@ def evaluate_run(
         model = model.to("cpu").float()
         with torch.enable_grad():
             diag = run_diagnostics(model, batches, rho=sharpness_rho, seed=cfg.seed)
-        result = {**_header(cfg, "train"), "samples": len(sample), **diag,
+        result = {**run_header(cfg, "train"), "samples": len(sample), **diag,
                   "config": cfg.to_dict()}
         atomic_write_json(folder.root / "diagnostics.json", result)
         written["diagnostics.json"] = result

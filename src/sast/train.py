@@ -390,6 +390,28 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     return line + f"  ({row['epoch_time_s']:.1f} s)"
 
 
+def run_header(cfg: RunConfig, split: str) -> dict[str, Any]:
+    """What every result file starts with: which run, on which split."""
+    return {"dataset": cfg.dataset, "arch": cfg.resolved_arch(), "method": cfg.method,
+            "rho": cfg.rho if cfg.uses_sam else None, "seed": cfg.seed, "epochs": cfg.epochs,
+            "split": split}
+
+
+def timing_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Training cost from a run's metrics log: medians over epochs, totals, peak memory."""
+    if not rows:
+        raise ValueError("the run has no finished epoch in metrics.jsonl")
+    return {
+        "epochs": len(rows),
+        "epoch_time_s_median": statistics.median(r["epoch_time_s"] for r in rows),
+        "step_time_s_median": statistics.median(r["step_time_s_median"] for r in rows),
+        "grad_evals_per_step": rows[-1]["grad_evals"] / rows[-1]["steps"],
+        "grad_evals_total": sum(r["grad_evals"] for r in rows),
+        "total_train_time_s": sum(r["epoch_time_s"] for r in rows),
+        "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
+    }
+
+
 def final_evaluation(
     cfg: RunConfig, model: nn.Module, splits: Splits, device: torch.device, folder: RunFolder,
 ) -> dict[str, Any]:
@@ -404,15 +426,8 @@ def final_evaluation(
     else:
         raise ValueError(f"{cfg.dataset}: no test split on disk and val_fraction is 0: "
                          "nothing to evaluate on")
-    rows = folder.read_metrics()
     final: dict[str, Any] = {
-        "dataset": cfg.dataset,
-        "arch": cfg.resolved_arch(),
-        "method": cfg.method,
-        "rho": cfg.rho if cfg.uses_sam else None,
-        "seed": cfg.seed,
-        "epochs": cfg.epochs,
-        "split": split,
+        **run_header(cfg, split),
         **evaluate_spike_modes(model, data, device, cfg.eval_batch_size),
     }
     if splits.test is None:
@@ -420,14 +435,7 @@ def final_evaluation(
                          "held out of the training split")
     if len(splits.val):
         final["validation"] = evaluate_spike_modes(model, splits.val, device, cfg.eval_batch_size)
-    final["timing"] = {
-        "epoch_time_s_median": statistics.median(r["epoch_time_s"] for r in rows),
-        "step_time_s_median": statistics.median(r["step_time_s_median"] for r in rows),
-        "grad_evals_per_step": rows[-1]["grad_evals"] / rows[-1]["steps"],
-        "grad_evals_total": sum(r["grad_evals"] for r in rows),
-        "total_train_time_s": sum(r["epoch_time_s"] for r in rows),
-        "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
-    }
+    final["timing"] = timing_summary(folder.read_metrics())
     final["sizes"] = {"train": len(splits.train), "val": len(splits.val),
                       "test": None if splits.test is None else len(splits.test)}
     final["config"] = cfg.to_dict()

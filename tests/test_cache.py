@@ -119,3 +119,33 @@ def test_pack_nibbles_by_hand():
     packed = pack_nibbles(np.array([[1, 2, 15, 0, 7]], dtype=np.uint8))
     assert packed.tolist() == [[1 + 2 * 16, 15, 7]]
     assert unpack_nibbles(torch.from_numpy(packed), 5).tolist() == [[1, 2, 15, 0, 7]]
+
+
+def test_fingerprint_sees_a_file_moved_between_label_folders(tmp_path):
+    from sast.data.cache import files_fingerprint
+
+    for name in ("0/a.bin", "0/b.bin", "1/c.bin"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).write_bytes(b"12345")
+    before = files_fingerprint(sorted(tmp_path.glob("*/*.bin")))
+    (tmp_path / "0/b.bin").rename(tmp_path / "1/b.bin")  # same bytes, same mtime
+    after = files_fingerprint(sorted(tmp_path.glob("*/*.bin")))
+    assert before["bytes"] == after["bytes"] and before["sha256"] != after["sha256"]
+
+
+def test_an_entry_built_meanwhile_by_another_process_wins(tmp_path, monkeypatch):
+    frames, labels, chunks = toy_chunks()
+    cache = FrameCache(tmp_path)
+    key = cache_key(PARAMS)
+    real_rename = cache_mod.os.rename
+    rival = FrameCache(tmp_path / "rival")
+    rival.get_or_build(PARAMS, lambda: (frames.shape, chunks()))
+
+    def rename_after_a_rival(src, dst):
+        real_rename(rival.entry(key), dst)  # the rival's entry lands first
+        return real_rename(src, dst)  # ours now finds the target taken
+
+    monkeypatch.setattr(cache_mod.os, "rename", rename_after_a_rival)
+    entry, cached = cache.get_or_build(PARAMS, lambda: (frames.shape, chunks()))
+    assert not cached and np.array_equal(entry.frames, frames)
+    assert [p.name for p in (tmp_path / "frames").iterdir()] == [key]

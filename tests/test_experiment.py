@@ -19,6 +19,7 @@ from sast.experiment import (
     run_status,
     run_sweep,
 )
+from sast.runfolder import RunFolder
 
 TIMING = ("epoch_time_s", "step_time_s")
 GRID = """\
@@ -180,3 +181,25 @@ def test_shipped_study_grids_load_from_the_package():
     rhos = full["grid"][0]["rho"]
     assert rhos == [0.05, 0.1, 0.2, 0.3, 0.4, 0.5]
     assert study_grid("dvsgesture", quick=True)["grid"][0]["dataset"] == "synthetic-gesture"
+
+
+def test_status_follows_the_evaluation_asked_for(tmp_path):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GRID.replace("epochs: 3", "epochs: 1").replace("[0, 1]", "0")
+                    .replace("[surrogate, sast]", "surrogate")
+                    + "evaluate: {robustness: true, levels: [0.0, 0.5], corruption_seeds: 1}\n")
+    sweep = load_sweep(grid, tmp_path / "out")
+    run_sweep(sweep, log=lambda *_: None)
+    cfg = sweep.configs[0]
+    assert run_status(sweep.folder(cfg), cfg, sweep.evaluate) == "finished"
+    other = {**sweep.evaluate, "corruption": "noise", "levels": [0.0, 10.0]}
+    assert run_status(sweep.folder(cfg), cfg, other) == "interrupted"
+    (sweep.folder(cfg) / "evaluated.json").unlink()
+    RunFolder(sweep.folder(cfg)).write_status("failed", "evaluation crashed")
+    assert run_status(sweep.folder(cfg), cfg, sweep.evaluate) == "failed"
+
+
+def test_grid_keeps_the_device_but_hashes_without_it():
+    cpu, auto = expand_grid({"device": ["cpu", "auto"]}), expand_grid({"device": "auto"})
+    assert [c.device for c in cpu] == ["cpu"]  # one run: the device changes no result
+    assert config_hash(cpu[0]) == config_hash(auto[0])

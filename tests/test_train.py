@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sast.config import RunConfig
-from sast.runfolder import read_json
+from sast.runfolder import RunFolder, read_json
 from sast.train import TrainingDiverged, fit, load_run, prepare_data
 
 SMALL = dict(max_train_samples=96, hidden=(16,), time_bins=6, batch_size=32, epochs=2,
@@ -185,3 +185,20 @@ def test_sam_step_descends_with_the_gradient_at_the_perturbed_point(independent)
     assert result.grad_evals == 2
     for p, e in zip(model.parameters(), expected, strict=True):
         assert torch.allclose(p, e, atol=1e-12)
+
+
+def test_extending_a_cosine_run_follows_the_longer_schedule(tmp_path):
+    cfg = small(method="surrogate", epochs=3, lr_schedule="cosine")
+    fit(cfg, tmp_path / "straight", progress=False, log=quiet)
+    fit(cfg.replace(epochs=1), tmp_path / "extended", progress=False, log=quiet)
+    fit(cfg, tmp_path / "extended", resume=True, progress=False, log=quiet)
+    lrs = [[r["lr"] for r in RunFolder(tmp_path / d).read_metrics()]
+           for d in ("straight", "extended")]
+    assert lrs[0] == pytest.approx([1e-3, 7.5e-4, 2.5e-4]) and lrs[1] == lrs[0]
+    assert _models_equal(tmp_path / "straight", tmp_path / "extended")
+
+
+def test_resuming_with_fewer_epochs_is_refused(tmp_path):
+    fit(small(epochs=2), tmp_path / "run", progress=False, log=quiet)
+    with pytest.raises(ValueError, match="already trained 2 epochs"):
+        fit(small(epochs=1), tmp_path / "run", resume=True, progress=False, log=quiet)

@@ -67,19 +67,19 @@ class Sweep:
 
 
 def canonical(cfg: RunConfig) -> RunConfig:
-    """The config with fields its method ignores set to their defaults (and the device, which
-    changes no result, to ``auto``)."""
+    """The config with the fields its method ignores set to their defaults."""
+    if cfg.uses_sam:
+        return cfg
     defaults = RunConfig()
-    changes: dict[str, Any] = {"device": "auto"}
-    if not cfg.uses_sam:
-        changes.update({k: getattr(defaults, k) for k in SAM_FIELDS})
-    return cfg.replace(**changes)
+    return cfg.replace(**{k: getattr(defaults, k) for k in SAM_FIELDS})
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """sha256 of the canonical config's JSON (sorted keys), 10 hex digits."""
-    text = json.dumps(canonical(cfg).to_dict(), sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+    """sha256 of the canonical config's JSON (sorted keys; the device, which changes no result,
+    left out), 10 hex digits."""
+    fields_ = canonical(cfg).to_dict()
+    fields_["device"] = "auto"
+    return hashlib.sha256(json.dumps(fields_, sort_keys=True).encode()).hexdigest()[:10]
 
 
 def run_name(cfg: RunConfig) -> str:
@@ -148,28 +148,31 @@ def sweep_from_dict(data: dict[str, Any], source: str, out: str | Path | None = 
 # ---------------------------------------------------------------- one run
 
 
+EVALUATED = "evaluated.json"
+"""Written into a run folder after its evaluation protocol ran, with the options it ran with."""
+
+
+def evaluate_options(evaluate: dict[str, Any]) -> dict[str, Any]:
+    """The full evaluation options (defaults filled in) of a sweep's ``evaluate`` mapping."""
+    return {**EVALUATE_OPTIONS, **evaluate} if evaluate else {}
+
+
 def run_status(folder: Path, cfg: RunConfig, evaluate: dict[str, Any]) -> str:
-    """``finished`` (trained, and evaluated as asked), ``failed``, ``interrupted`` (has a
-    checkpoint, no final result) or ``pending``."""
+    """``finished`` (trained, and evaluated with the options asked for), ``failed`` (its last
+    attempt failed), ``interrupted`` (something is there, not finished) or ``pending``."""
     run = RunFolder(folder)
-    if run.final.exists():
-        try:
-            final = read_json(run.final)
-        except ValueError:
-            return "interrupted"
-        wanted = ["evaluation.json"] if evaluate else []
-        wanted += ["robustness.json"] if evaluate.get("robustness") else []
-        wanted += ["diagnostics.json"] if evaluate.get("diagnostics") else []
-        if final.get("epochs") == cfg.epochs and all((folder / w).exists() for w in wanted):
-            return "finished"
+    try:
+        final = read_json(run.final) if run.final.exists() else None
+        evaluated = read_json(folder / EVALUATED) if (folder / EVALUATED).exists() else None
+        status = read_json(run.status).get("status") if run.status.exists() else None
+    except ValueError:
         return "interrupted"
-    if run.status.exists():
-        try:
-            if read_json(run.status).get("status") in ("failed", "diverged"):
-                return "failed"
-        except ValueError:
-            pass
-    return "interrupted" if run.checkpoint.exists() else "pending"
+    trained = final is not None and final.get("epochs") == cfg.epochs
+    if trained and (not evaluate or evaluated == evaluate_options(evaluate)):
+        return "finished"
+    if status in ("failed", "diverged"):
+        return "failed"
+    return "interrupted" if final is not None or run.checkpoint.exists() else "pending"
 
 
 def execute_run(cfg_dict: dict[str, Any], folder: str, evaluate: dict[str, Any],
@@ -190,7 +193,8 @@ def execute_run(cfg_dict: dict[str, Any], folder: str, evaluate: dict[str, Any],
             from sast.evaluate import DROP_LEVELS
             from sast.protocol import evaluate_run
 
-            opts = {**EVALUATE_OPTIONS, **evaluate}
+            opts = evaluate_options(evaluate)
+            (Path(folder) / EVALUATED).unlink(missing_ok=True)
             evaluate_run(
                 folder, cfg.device, robustness=opts["robustness"],
                 diagnostics=opts["diagnostics"], corruption=opts["corruption"],
@@ -198,6 +202,8 @@ def execute_run(cfg_dict: dict[str, Any], folder: str, evaluate: dict[str, Any],
                 corruption_seeds=tuple(range(opts["corruption_seeds"])),
                 sharpness_rho=opts["sharpness_rho"],
             )
+            atomic_write_json(Path(folder) / EVALUATED, opts)
+        RunFolder(folder).write_status("finished", epoch=cfg.epochs)
         return {"status": "finished", "seconds": time.time() - start}
     except BaseException as err:  # noqa: BLE001 - a failed run must not stop the sweep
         message = f"{type(err).__name__}: {err}"

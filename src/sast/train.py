@@ -128,10 +128,15 @@ def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
 
 
 def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer):  # noqa: ANN201
-    """Per-epoch schedule, attached to the optimiser whose ``step`` runs (SAM's base)."""
+    """Per-epoch schedule, attached to the optimiser whose ``step`` runs (SAM's base).
+
+    ``cosine``: lr(e) = lr₀·(1 + cos(π·e/E))/2 for epoch e of E, in closed form, so a run
+    resumed with more epochs follows the longer run's curve from where it stopped."""
     if cfg.lr_schedule == "cosine":
         base = getattr(optimizer, "base_optimizer", optimizer)
-        return torch.optim.lr_scheduler.CosineAnnealingLR(base, T_max=cfg.epochs)
+        epochs = cfg.epochs
+        return torch.optim.lr_scheduler.LambdaLR(
+            base, lambda e: 0.5 * (1.0 + math.cos(math.pi * min(e, epochs) / epochs)))
     return None
 
 
@@ -243,7 +248,8 @@ def train_epoch(
     descent_batches = None
     if cfg.uses_sam and cfg.sam_policy == "independent":
         descent_batches = _cycle(
-            lambda s: batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch, s))
+            lambda s: batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch, s),
+                                   drop_last=cfg.compile)
         )
     if cfg.compile:
         model = _compiled(model)
@@ -311,6 +317,11 @@ def fit(
         _check_resumable(saved, cfg, folder)
         if folder.checkpoint.exists():
             checkpoint = torch.load(folder.checkpoint, map_location="cpu", weights_only=False)
+            if checkpoint["epoch"] > cfg.epochs:
+                raise ValueError(
+                    f"cannot resume {folder.root} with epochs={cfg.epochs}: it has already "
+                    f"trained {checkpoint['epoch']} epochs"
+                )
             if checkpoint["epoch"] >= cfg.epochs and folder.final.exists():
                 final = read_json(folder.final)
                 if final.get("epochs") == cfg.epochs:
@@ -330,7 +341,10 @@ def fit(
         optimizer.load_state_dict(checkpoint["optimizer"])
         if scheduler is not None and checkpoint.get("scheduler") is not None:
             scheduler.load_state_dict(checkpoint["scheduler"])
-            scheduler.T_max = cfg.epochs
+            # the schedule of this run's length (it differs when epochs were raised)
+            for group, base_lr, lr_at in zip(optimizer.param_groups, scheduler.base_lrs,
+                                             scheduler.lr_lambdas, strict=True):
+                group["lr"] = base_lr * lr_at(scheduler.last_epoch)
         start_epoch = checkpoint["epoch"]
         folder.write_metrics([r for r in folder.read_metrics() if r["epoch"] <= start_epoch])
         log(f"{folder.root}: resuming after epoch {start_epoch}")

@@ -59,15 +59,17 @@ def file_crc32(path: Path) -> int:
     return crc
 
 
-def files_fingerprint(paths: list[Path]) -> dict[str, int]:
-    """Number, total size and latest modification time of ``paths``: changes when files are
-    added, removed, grown or rewritten."""
-    sizes, mtimes = [], []
+def files_fingerprint(paths: list[Path]) -> dict[str, Any]:
+    """Number and total size of ``paths``, and a sha256 over each file's path, size and
+    modification time: changes when a file is added, removed, moved (N-MNIST labels are folder
+    names), grown or rewritten."""
+    digest = hashlib.sha256()
+    total = 0
     for p in paths:
         st = p.stat()
-        sizes.append(st.st_size)
-        mtimes.append(st.st_mtime_ns)
-    return {"files": len(paths), "bytes": int(sum(sizes)), "mtime_ns": int(max(mtimes, default=0))}
+        total += st.st_size
+        digest.update(f"{os.fspath(p)}\t{st.st_size}\t{st.st_mtime_ns}\n".encode())
+    return {"files": len(paths), "bytes": int(total), "sha256": digest.hexdigest()}
 
 
 Chunk = tuple[np.ndarray, np.ndarray]
@@ -163,15 +165,22 @@ class FrameCache:
             }
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
             final = self.entry(key)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(tmp, final)
+            if final.exists():  # a damaged entry: move it aside first, then drop it
+                stale = Path(tempfile.mkdtemp(dir=parent, prefix=f".{key}.stale."))
+                os.replace(final, stale / "entry")
+                shutil.rmtree(stale, ignore_errors=True)
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if not final.exists():
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)  # another process built it meanwhile
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        _verified.add(str(final))
         loaded = self.load(key)
-        assert loaded is not None
+        if loaded is None:
+            raise RuntimeError(f"frame cache entry {final} vanished while it was being read")
         return loaded
 
     def get_or_build(

@@ -318,6 +318,17 @@ def _firing_table(groups: list[Group]) -> str:
 # ---------------------------------------------------------------- figures
 
 
+def _first_with(groups: list[Group], result: str) -> list[tuple[Group, Run]]:
+    """(group, its first run holding ``result``: "evaluation", "robustness" or "diagnostics")
+    for every group where some run holds it."""
+    out = []
+    for g in groups:
+        run = next((r for r in g.runs if getattr(r, result)), None)
+        if run is not None:
+            out.append((g, run))
+    return out
+
+
 def _plt():  # noqa: ANN202
     import matplotlib
 
@@ -367,14 +378,13 @@ def figure_robustness(groups: list[Group], path: Path) -> bool:
 
 
 def figure_reliability(groups: list[Group], path: Path) -> bool:
-    with_eval = [g for g in groups if any(r.evaluation for r in g.runs)]
+    with_eval = _first_with(groups, "evaluation")
     if not with_eval:
         return False
     plt = _plt()
     fig, axes = plt.subplots(len(with_eval), 2, figsize=(7, 3.2 * len(with_eval)),
                              squeeze=False)
-    for gi, g in enumerate(with_eval):
-        run = next(r for r in g.runs if r.evaluation)
+    for gi, (g, run) in enumerate(with_eval):
         for mi, mode in enumerate(MODES):
             ax = axes[gi][mi]
             cal = run.evaluation["clean"][mode]["calibration"]
@@ -400,15 +410,13 @@ def figure_reliability(groups: list[Group], path: Path) -> bool:
 
 
 def figure_margins(groups: list[Group], path: Path) -> bool:
-    with_eval = [g for g in groups if any(r.evaluation for r in g.runs)]
+    with_eval = _first_with(groups, "evaluation")
     if not with_eval:
         return False
     plt = _plt()
-    first = next(r for r in with_eval[0].runs if r.evaluation)
-    n_layers = len(first.evaluation["clean"]["surrogate"]["margin"]["counts"])
+    n_layers = len(with_eval[0][1].evaluation["clean"]["surrogate"]["margin"]["counts"])
     fig, axes = plt.subplots(1, n_layers, figsize=(5.5 * n_layers, 3.6), squeeze=False)
-    for gi, g in enumerate(with_eval):
-        run = next(r for r in g.runs if r.evaluation)
+    for gi, (g, run) in enumerate(with_eval):
         margin = run.evaluation["clean"]["surrogate"]["margin"]
         edges = np.asarray(margin["edges"])
         for li, counts in enumerate(margin["counts"]):
@@ -429,13 +437,12 @@ def figure_margins(groups: list[Group], path: Path) -> bool:
 
 
 def figure_loss_slices(groups: list[Group], path: Path) -> bool:
-    with_diag = [g for g in groups if any(r.diagnostics for r in g.runs)]
+    with_diag = _first_with(groups, "diagnostics")
     if not with_diag:
         return False
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6, 4))
-    for gi, g in enumerate(with_diag):
-        run = next(r for r in g.runs if r.diagnostics)
+    for gi, (g, run) in enumerate(with_diag):
         sl = run.diagnostics["loss_slice"]
         alphas = np.asarray(sl["alphas"])
         surrogate = sl.get("loss_surrogate", sl.get("loss"))

@@ -265,6 +265,12 @@ def downsample_events(events: np.ndarray, factor: int, sensor_size: Sequence[int
     return out
 
 
+def _check_load_arguments(split: str, window_us: int | None, downsample: int) -> None:
+    _check_split(split)
+    _check_window(window_us)
+    _check_factor(downsample)
+
+
 def _check_factor(factor: int) -> None:
     if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
         raise ValueError(f"downsample factor must be an integer >= 1, got {factor!r}")
@@ -310,9 +316,7 @@ def load_dvsgesture(
     (``downsample_events``; sensor ``(128 // d, 128 // d, 2)`` for ``d`` dividing 128).
     Labels are ``class - 1``. Samples come in split-file order, then CSV row order.
     """
-    _check_split(split)
-    _check_window(window_us)
-    _check_factor(downsample)
+    _check_load_arguments(split, window_us, downsample)
     layout, folder = _find_layout(Path(root), split)
     if layout == "tonic":
         return load_dvsgesture_tonic(folder, split, window_us, downsample, progress)
@@ -397,9 +401,7 @@ def load_dvsgesture_tonic(
     file is one gesture; its first event is taken as the gesture start, then the same
     window and downsampling apply. Samples come sorted by recording name, then label.
     """
-    _check_split(split)
-    _check_window(window_us)
-    _check_factor(downsample)
+    _check_load_arguments(split, window_us, downsample)
     files = _tonic_files(_tonic_split_folder(Path(root), split))
     samples = []
     for path, _ in tqdm(files, desc=f"DVS Gesture {split}", unit="sample", disable=not progress):

@@ -64,8 +64,15 @@ def test_train_on_real_nmnist_files(tmp_path):
                  "--hidden", "32", "--time-bins", "8", "--out", str(run), "--no-progress",
                  "--cache-dir", str(tmp_path / "c")]) == 0
     final = read_json(run / "final.json")
-    assert final["sizes"] == {"train": 900, "val": 100, "test": None}
-    assert final["split"] == "val" and "not on disk" in final["note"]
+    # no Test/ on disk: 20 % of the 1000 recordings carved out as test, 10 % of the rest val
+    assert final["sizes"] == {"train": 720, "val": 80, "test": 200}
+    assert final["split"] == "test" and "carved out" in final["note"]
+    assert final["splits"]["test"]["source"] == "carved out of the training split"
+    # stratified: 20 % of the digit counts 97 116 99 93 105 92 94 117 87 100 is
+    # 19.4 23.2 19.8 18.6 21 18.4 18.8 23.4 17.4 20; floors, then +1 for the four largest
+    # remainders (ties: the lower digit)
+    assert final["splits"]["test"]["class_counts"] == [20, 23, 20, 19, 21, 18, 19, 23, 17, 20]
+    assert read_json(run / "splits.json") == final["splits"]
     for mode in ("surrogate", "hard"):
         assert 0.0 <= final[mode]["accuracy"] <= 1.0
 
@@ -93,3 +100,14 @@ def test_corrupted_frames_are_exact_and_seeded(tmp_path, monkeypatch):
     other = frames_of(load_frames("synthetic-nmnist", "test", 5, cache_dir=tmp_path,
                                   corruption=EventDrop(0.5), corruption_seed=4))
     assert not np.array_equal(half, other)
+
+
+@pytest.mark.parametrize("name", ["synthetic-nmnist", "synthetic-gesture"])
+def test_cache_dir_is_honoured_by_the_synthetic_datasets(name, tmp_path, monkeypatch):
+    default = tmp_path / "default"
+    monkeypatch.setenv("SAST_CACHE_DIR", str(default))
+    frames = load_frames(name, "test", 4, cache_dir=tmp_path / "mine")
+    assert len(frames) > 0
+    assert not default.exists()  # neither the rendered events nor the frames went there
+    assert list((tmp_path / "mine").glob(f"{name}-*.npz"))  # the rendered events
+    assert list((tmp_path / "mine" / "frames").iterdir())  # the binned frames

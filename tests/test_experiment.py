@@ -21,7 +21,7 @@ from sast.experiment import (
 )
 from sast.runfolder import RunFolder
 
-TIMING = ("epoch_time_s", "step_time_s")
+TIMING = ("epoch_time_s", "step_time_s", "peak_memory_mb")
 GRID = """\
 grid:
   dataset: synthetic-nmnist
@@ -203,3 +203,41 @@ def test_grid_keeps_the_device_but_hashes_without_it():
     cpu, auto = expand_grid({"device": ["cpu", "auto"]}), expand_grid({"device": "auto"})
     assert [c.device for c in cpu] == ["cpu"]  # one run: the device changes no result
     assert config_hash(cpu[0]) == config_hash(auto[0])
+
+
+def test_results_table_has_a_column_for_every_field_the_grid_varies(tmp_path):
+    import csv
+
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("grid:\n  dataset: synthetic-nmnist\n  method: surrogate\n"
+                    "  surrogate: [sigmoid, atan]\n  slope: [2, 5]\n  epochs: 1\n"
+                    "  max_train_samples: 32\n  hidden: [8]\n  time_bins: 4\n")
+    sweep = load_sweep(grid, tmp_path / "out")
+    rows = run_sweep(sweep, log=lambda *_: None)
+    table = list(csv.DictReader((tmp_path / "out" / "results.csv").open()))
+    header = list(table[0])
+    assert header.index("surrogate") == header.index("seed") + 1 and "slope" in header
+    assert header[-1] == "config"
+    assert {(r["surrogate"], float(r["slope"])) for r in table} == {
+        ("sigmoid", 2.0), ("sigmoid", 5.0), ("atan", 2.0), ("atan", 5.0)}
+    for row in table:
+        config = json.loads(row["config"])
+        assert config["surrogate"] == row["surrogate"] and config["hidden"] == [8]
+    assert {r["surrogate"] for r in rows} == {"sigmoid", "atan"}
+
+
+def test_time_left_is_weighted_by_the_cost_of_each_kind_of_run():
+    from sast.experiment import Progress
+
+    mlp = RunConfig(method="surrogate", epochs=2)
+    conv = RunConfig(method="surrogate", arch="nmnist-conv", epochs=2)
+    progress = Progress(total=6, left=[mlp, mlp.replace(seed=1), conv, conv.replace(seed=1),
+                                       conv.replace(method="sast", seed=2),
+                                       mlp.replace(method="sast", epochs=4)])
+    progress.finished(mlp, seconds=10.0, ok=True)          # 5 s per epoch-pass
+    progress.finished(conv, seconds=40.0, ok=True)         # 20 s per epoch-pass
+    # left: mlp 2 units, conv 2 units, conv SAM 4 units, mlp SAM 8 units
+    assert progress.seconds_left(workers=1) == pytest.approx(2 * 5 + 2 * 20 + 4 * 20 + 8 * 5)
+    assert progress.seconds_left(workers=2) == pytest.approx(170 / 2)
+    progress.running = 2
+    assert "2/6 done (0 already), 2 running, 0 failed, about 3 min left" in progress.line(1)

@@ -12,7 +12,7 @@ from sast.ray_backend import ray_pool, task_options, task_threads
 
 ray = pytest.importorskip("ray")
 
-TIMING = ("epoch_time_s", "step_time_s")
+TIMING = ("epoch_time_s", "step_time_s", "peak_memory_mb")
 GRID = """\
 grid:
   dataset: synthetic-nmnist
@@ -28,7 +28,8 @@ grid:
 
 
 def without_timing(rows: list[dict]) -> list[dict]:
-    """Result rows with the wall-clock columns, the only ones allowed to differ, removed."""
+    """Result rows with the wall-clock and memory columns, the only ones allowed to differ,
+    removed."""
     return [{k: v for k, v in row.items() if k not in TIMING} for row in rows]
 
 

@@ -5,7 +5,8 @@ import torch
 
 from sast.config import RunConfig
 from sast.runfolder import RunFolder, read_json
-from sast.train import TrainingDiverged, fit, load_run, prepare_data
+from sast.splits import prepare_data
+from sast.train import TrainingDiverged, fit, load_run
 
 SMALL = dict(max_train_samples=96, hidden=(16,), time_bins=6, batch_size=32, epochs=2,
              eval_batch_size=512)

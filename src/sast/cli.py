@@ -28,12 +28,18 @@ FIELD_HELP: dict[str, str] = {
     "dataset": "dataset name (see `sast datasets`)",
     "data_root": "folder holding a real dataset in its original layout",
     "time_bins": "number of frames T each sample is binned into",
-    "binning": "cut samples into frames of equal time or of equal event count",
+    "binning": "cut samples into frames of equal time or of equal event count, or as tonic's "
+    "ToFrame(n_time_bins=T) does",
     "window_ms": "sample window in ms from the gesture start (gesture datasets; default 1500)",
     "downsample": "spatial downsampling factor (gesture datasets; default 4: 128 → 32)",
     "first_saccade_only": "keep only N-MNIST's first saccade (t < 100 ms)",
-    "val_fraction": "fraction of the training split held out for validation",
-    "max_train_samples": "train on at most this many samples (quick runs)",
+    "val_fraction": "fraction of the training split held out for validation (stratified; "
+    "whole subjects where a dataset has them)",
+    "test_fraction": "where the copy has no test split: fraction of the training split carved "
+    "out as the test split",
+    "max_train_samples": "train on at most this many samples, equally many per class (quick runs)",
+    "split_seed": "seed of the validation, carved test and max_train_samples subsets (the same "
+    "for every run of a study)",
     "arch": "architecture (default: nmnist-mlp, or dvsgesture-conv for gesture data)",
     "hidden": "widths of hidden LIF layers, e.g. 256 or 512,256",
     "channels": "conv channel widths, e.g. 16,32",
@@ -150,8 +156,8 @@ def build_parser() -> argparse.ArgumentParser:
         "accuracy, NLL, calibration, firing rates, membrane margins, transfer gap, threshold "
         "calibration and training overhead (evaluation.json); optionally robustness to "
         "event corruption (robustness.json) and theory/sharpness diagnostics "
-        "(diagnostics.json). Uses the test split, or the validation part when the test split "
-        "is not on disk.",
+        "(diagnostics.json). Scores the run's test part (carved out of the training split when "
+        "the copy has none); everything fitted is fitted on the validation part.",
     )
     evaluate.add_argument("run_dir", type=Path, help="a run folder written by `sast train`")
     evaluate.add_argument("--robustness", action="store_true",

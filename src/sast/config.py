@@ -20,7 +20,7 @@ from sast.optim import SAM_POLICIES
 
 METHODS = ("surrogate", "sast", "ste", "ste-sam")
 OPTIMIZERS = ("adam", "adamw", "sgd")
-BINNINGS = ("time", "count")
+BINNINGS = ("time", "count", "tonic")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -38,7 +38,9 @@ class RunConfig:
     downsample: int | None = None
     first_saccade_only: bool | None = None
     val_fraction: float = 0.1
+    test_fraction: float = 0.2
     max_train_samples: int | None = None
+    split_seed: int = 0
     # model
     arch: str | None = None
     hidden: tuple[int, ...] | None = None
@@ -121,6 +123,11 @@ class RunConfig:
             raise ValueError(f"max_train_samples must be >= 1, got {self.max_train_samples}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must lie in [0, 1), got {self.val_fraction}")
+        if not 0.0 < self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must lie in (0, 1), got {self.test_fraction}")
+        if isinstance(self.split_seed, bool) or not isinstance(self.split_seed, int) \
+                or self.split_seed < 0:
+            raise ValueError(f"split_seed must be a non-negative integer, got {self.split_seed!r}")
         if self.window_ms is not None and not self.window_ms > 0:
             raise ValueError(f"window_ms must be positive, got {self.window_ms}")
         if self.downsample is not None and self.downsample < 1:

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 from sast.calibration import calibration_report, fit_temperature, negative_log_likelihood
 from sast.data import FrameSet, time_first
 from sast.data.corruptions import Corruption, make_corruption
-from sast.layers import lif_layers, spike_mode
-from sast.neuron import spike
+from sast.layers import lif_attributes, lif_layers, spike_mode
+from sast.neuron import check_spike_mode, spike
 
 EVAL_MODES = ("surrogate", "hard")
 DROP_LEVELS = tuple(round(0.1 * i, 1) for i in range(10))
@@ -107,17 +107,16 @@ def collect_outputs(
     LIF layer in ``mode``."""
     if len(data) == 0:
         raise ValueError("cannot evaluate on an empty dataset")
-    layers = list(lif_layers(model))
-    was_training, records = model.training, [layer.record for layer in layers]
+    n_layers = len(list(lif_layers(model)))
+    was_training = model.training
     model.eval()
     logits, labels = [], []
-    spike_sums = [0.0] * len(layers)
-    counts = [np.zeros(len(MARGIN_EDGES), dtype=np.int64) for _ in layers]
-    n_states = [0] * len(layers)
+    spike_sums = [0.0] * n_layers
+    counts = [np.zeros(len(MARGIN_EDGES), dtype=np.int64) for _ in range(n_layers)]
+    n_states = [0] * n_layers
     try:
-        for layer in layers:
-            layer.record = True
-        with spike_mode(model, mode):
+        with lif_attributes(model, "membrane", record=True,
+                            spike_mode=check_spike_mode(mode)) as layers:
             for start in range(0, len(data), batch_size):
                 frames, y = data.batch(slice(start, start + batch_size))
                 logits.append(model(time_first(frames, device)).cpu())
@@ -131,8 +130,6 @@ def collect_outputs(
                                           torch.as_tensor(MARGIN_EDGES[1:]), right=True)
                     counts[i] += np.bincount(idx.numpy(), minlength=len(MARGIN_EDGES))
     finally:
-        for layer, record in zip(layers, records, strict=True):
-            layer.record, layer.membrane = record, None
         model.train(was_training)
     return ModeOutputs(torch.cat(logits), torch.cat(labels),
                        [s / max(n, 1) for s, n in zip(spike_sums, n_states, strict=True)],

@@ -176,16 +176,35 @@ def set_spike_mode(model: nn.Module, mode: str) -> nn.Module:
 
 
 @contextmanager
+def lif_attributes(model: nn.Module, *names: str, **values: object) -> Iterator[list[LIF]]:
+    """Save the attributes ``names`` (and those set in ``values``) of every LIF layer of
+    ``model``, set ``values`` on every layer, and restore every saved attribute on exit, even
+    after an exception. Yields the LIF layers in network order, so per-layer values (threshold
+    scales, say) can be set inside the block and are still undone::
+
+        with lif_attributes(model, "membrane", record=True, spike_mode="hard") as layers:
+            ...
+    """
+    layers = list(lif_layers(model))
+    saved_names = dict.fromkeys((*names, *values))
+    saved = [{name: getattr(layer, name) for name in saved_names} for layer in layers]
+    try:
+        for layer in layers:
+            for name, value in values.items():
+                setattr(layer, name, value)
+        yield layers
+    finally:
+        for layer, attrs in zip(layers, saved, strict=True):
+            for name, value in attrs.items():
+                setattr(layer, name, value)
+
+
+@contextmanager
 def spike_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
     """Temporarily run every LIF layer of ``model`` in ``mode``; restores each layer's previous
     mode on exit, even after an exception."""
-    previous = [(layer, layer.spike_mode) for layer in lif_layers(model)]
-    set_spike_mode(model, mode)
-    try:
+    with lif_attributes(model, spike_mode=check_spike_mode(mode)):
         yield model
-    finally:
-        for layer, old in previous:
-            layer.spike_mode = old
 
 
 def set_scan_implementation(model: nn.Module, implementation: str) -> nn.Module:

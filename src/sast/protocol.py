@@ -17,25 +17,23 @@ from typing import Any
 
 import torch
 
-from sast.data import FrameSet, load_frames, time_first
+from sast.data import FrameSet, time_first
 from sast.data.corruptions import Corruption
+from sast.data.registry import load_events
+from sast.data.subsets import class_counts
 from sast.evaluate import DROP_LEVELS, evaluate_clean, evaluate_mode, robustness_curve
+from sast.results import run_header, timing_summary
 from sast.runfolder import RunFolder, atomic_write_json
+from sast.splits import diagnostic_sample, prepare_data
 from sast.thresholds import calibrate_thresholds, threshold_scales
-from sast.train import (
-    load_run,
-    prepare_data,
-    resolve_device,
-    run_header,
-    timing_summary,
-    validation_split,
-)
+from sast.train import load_run, resolve_device
 
 SHARPNESS_RHO = 0.3
 """The radius of the worst-case sharpness measurement: one radius for every run, so that
 methods trained with different ρ (or none) are compared in the same ball."""
 DIAGNOSTIC_SAMPLES = 256
-"""Training samples (the first of the training part) the diagnostics are measured on."""
+"""Training samples the diagnostics are measured on: a class-balanced, seeded sample of the
+training part (the same for every run of a study)."""
 
 
 def evaluate_run(
@@ -44,48 +42,55 @@ def evaluate_run(
     corruption_seeds: Sequence[int] = (0, 1, 2), progress: bool = False,
     sharpness_rho: float = SHARPNESS_RHO,
 ) -> dict[str, Any]:
-    """Run the protocol on a run folder; returns what was written, keyed by file name."""
+    """Run the protocol on a run folder; returns what was written, keyed by file name.
+
+    Everything fitted — the temperature, the threshold scales — is fitted on the validation
+    part and scored on the test part, which never overlap (:mod:`sast.splits`)."""
     folder = RunFolder(run_dir)
     dev = resolve_device(device)
     cfg, model = load_run(run_dir, device=str(dev))
     splits = prepare_data(cfg, progress)
-    split, data = ("test", splits.test) if splits.test is not None else ("val", splits.val)
+    data = splits.test
     val = splits.val if len(splits.val) else None
     written: dict[str, Any] = {}
 
-    evaluation = {**run_header(cfg, split),
+    evaluation = {**run_header(cfg, "test"),
                   "clean": evaluate_clean(model, data, val, dev, cfg.eval_batch_size)}
-    if val is not None and split != "val":
+    if val is not None:
         fitted = calibrate_thresholds(model, val, device=dev, batch_size=cfg.eval_batch_size)
         with threshold_scales(model, fitted["scales"]):
             after = evaluate_mode(model, data, "hard", dev, cfg.eval_batch_size)["accuracy"]
         fitted["hard_accuracy_before"] = evaluation["clean"]["hard"]["accuracy"]
         fitted["hard_accuracy_after"] = after
         evaluation["threshold_calibration"] = fitted
+    else:
+        evaluation["threshold_calibration_skipped"] = (
+            "val_fraction is 0: no validation part to fit threshold scales or a temperature on")
+    evaluation["splits"] = splits.manifest()
     evaluation["overhead"] = timing_summary(folder.read_metrics())
     evaluation["config"] = cfg.to_dict()
     atomic_write_json(folder.root / "evaluation.json", evaluation)
     written["evaluation.json"] = evaluation
 
     if robustness:
+        decoded = load_events(cfg.dataset, splits.plan.test.source, cfg.data_root,
+                              cfg.cache_dir, **cfg.dataset_options())
+        if splits.plan.test.rows is not None:
+            decoded = decoded.subset(splits.plan.test.rows)
+
         def frames_under(c: Corruption | None, seed: int) -> FrameSet:
-            frames = load_frames(cfg.dataset, "train" if split == "val" else split,
-                                 cfg.time_bins, cfg.binning, cfg.data_root, cfg.cache_dir,
-                                 corruption=c, corruption_seed=seed, **cfg.dataset_options())
-            if split == "val":
-                return frames.subset(validation_split(len(frames), cfg.val_fraction)[1])
-            return frames
+            return decoded.frames(cfg.time_bins, cfg.binning, c, seed)
 
         curve = robustness_curve(model, frames_under, corruption, levels, corruption_seeds,
                                  dev, cfg.eval_batch_size, progress)
-        result = {**run_header(cfg, split), **curve, "config": cfg.to_dict()}
+        result = {**run_header(cfg, "test"), **curve, "config": cfg.to_dict()}
         atomic_write_json(folder.root / "robustness.json", result)
         written["robustness.json"] = result
 
     if diagnostics:
         from sast.diagnostics import run_diagnostics
 
-        sample = splits.train.subset(range(min(DIAGNOSTIC_SAMPLES, len(splits.train))))
+        sample = diagnostic_sample(splits.train, DIAGNOSTIC_SAMPLES, cfg.split_seed)
         batches = []
         for start in range(0, len(sample), 64):
             frames, labels = sample.batch(slice(start, start + 64))
@@ -93,7 +98,9 @@ def evaluate_run(
         model = model.to("cpu").float()
         with torch.enable_grad():
             diag = run_diagnostics(model, batches, rho=sharpness_rho, seed=cfg.seed)
-        result = {**run_header(cfg, "train"), "samples": len(sample), **diag,
+        result = {**run_header(cfg, "train"), "samples": len(sample),
+                  "sample_class_counts": class_counts(sample.labels.numpy(), sample.n_classes),
+                  **diag,
                   "config": cfg.to_dict()}
         atomic_write_json(folder.root / "diagnostics.json", result)
         written["diagnostics.json"] = result

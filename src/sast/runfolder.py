@@ -6,6 +6,8 @@
       config.json     the resolved RunConfig
       env.json        versions, device, threads, host
       status.json     running | finished | diverged | failed, with a message
+      splits.json     where the training, validation and test parts come from: sizes, class
+                      counts, a digest of their indices
       metrics.jsonl   one JSON object per finished epoch
       checkpoint.pt   model, optimiser and scheduler state after the last finished epoch
       final.json      test accuracy in both spike modes, the transfer gap, timing, config
@@ -14,11 +16,9 @@
 from __future__ import annotations
 
 import json
-import os
 import platform
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,39 +26,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from sast.atomicio import atomic_write, atomic_write_bytes, atomic_write_json
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path`` and rename it over ``path``, so that
-    a reader sees the old file or the new one, never a partial one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=False) + "\n").encode())
+__all__ = ["RunFolder", "atomic_torch_save", "atomic_write_bytes", "atomic_write_json",
+           "environment", "read_json"]
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` to ``path`` atomically."""
+    atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
 def read_json(path: Path) -> Any:
@@ -105,6 +81,10 @@ class RunFolder:
     @property
     def status(self) -> Path:
         return self.root / "status.json"
+
+    @property
+    def splits(self) -> Path:
+        return self.root / "splits.json"
 
     @property
     def metrics(self) -> Path:

@@ -19,7 +19,7 @@ from torch import nn
 
 from sast.data import FrameSet
 from sast.evaluate import evaluate_mode
-from sast.layers import lif_layers
+from sast.layers import lif_attributes, lif_layers
 
 SCALES = tuple(float(c) for c in np.round(np.linspace(0.5, 1.5, 21), 3))
 
@@ -27,17 +27,13 @@ SCALES = tuple(float(c) for c in np.round(np.linspace(0.5, 1.5, 21), 3))
 @contextmanager
 def threshold_scales(model: nn.Module, scales: Sequence[float]) -> Iterator[nn.Module]:
     """Temporarily multiply the threshold of LIF layer ℓ by ``scales[ℓ]``."""
-    layers = list(lif_layers(model))
-    if len(scales) != len(layers):
-        raise ValueError(f"expected {len(layers)} threshold scales, got {len(scales)}")
-    original = [layer.threshold for layer in layers]
-    try:
+    n_layers = len(list(lif_layers(model)))
+    if len(scales) != n_layers:
+        raise ValueError(f"expected {n_layers} threshold scales, got {len(scales)}")
+    with lif_attributes(model, "threshold") as layers:
         for layer, c in zip(layers, scales, strict=True):
             layer.threshold = float(c) * layer.threshold
         yield model
-    finally:
-        for layer, threshold in zip(layers, original, strict=True):
-            layer.threshold = threshold
 
 
 def calibrate_thresholds(

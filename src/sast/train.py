@@ -14,9 +14,7 @@ so a run resumed from its checkpoint continues bit for bit as if it had never st
 from __future__ import annotations
 
 import math
-import resource
 import statistics
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,16 +33,16 @@ from torch.utils.data import (
 from tqdm.auto import tqdm
 
 from sast.config import RunConfig
-from sast.data import FrameSet, load_frames, split_available, time_first
+from sast.data import FrameSet, time_first
 from sast.evaluate import evaluate_spike_modes
 from sast.layers import set_scan_implementation, set_spike_mode
+from sast.memory import PeakMemory
 from sast.models import SpikingNet, build_model
 from sast.optim import SAM, build_base_optimizer
+from sast.results import run_header, timing_summary
 from sast.runfolder import RunFolder, atomic_torch_save, atomic_write_json, environment, read_json
-
-VALIDATION_SPLIT_SEED = 0
-"""The validation split is drawn with this fixed seed, so every run seed is validated on the
-same samples."""
+from sast.splits import Splits, prepare_data
+from sast.splits import describe as describe_splits
 
 RESUMABLE_CHANGES = ("epochs", "device")
 """Config fields that may differ when a run is resumed."""
@@ -62,14 +60,6 @@ class StepResult:
     grad_evals: int
 
 
-@dataclass
-class Splits:
-    train: FrameSet
-    val: FrameSet
-    test: FrameSet | None
-    """None when the dataset's test split is not on disk (a partial copy)."""
-
-
 def resolve_device(name: str) -> torch.device:
     """``"auto"`` → CUDA when available, else CPU."""
     if name == "auto":
@@ -77,30 +67,6 @@ def resolve_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("--device cuda was requested but no CUDA device is available")
     return torch.device(name)
-
-
-def validation_split(n: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
-    """(train, validation) indices into a training split of ``n`` samples: a fixed-seed random
-    ``round(val_fraction · n)`` samples are held out."""
-    order = np.random.default_rng(VALIDATION_SPLIT_SEED).permutation(n)
-    n_val = int(round(val_fraction * n))
-    return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def prepare_data(cfg: RunConfig, progress: bool = False) -> Splits:
-    """Train/validation/test frames. The validation part is held out of the training split
-    (``val_fraction``, fixed seed); ``max_train_samples`` then trims the training part."""
-    def frames(split: str) -> FrameSet:
-        return load_frames(cfg.dataset, split, cfg.time_bins, cfg.binning, cfg.data_root,
-                           cfg.cache_dir, progress, **cfg.dataset_options())
-
-    full = frames("train")
-    test = frames("test") if split_available(cfg.dataset, "test", cfg.data_root) else None
-    train_idx, val_idx = validation_split(len(full), cfg.val_fraction)
-    val, train = full.subset(val_idx), full.subset(train_idx)
-    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
-        train = train.subset(np.arange(cfg.max_train_samples))
-    return Splits(train, val, test)
 
 
 def make_model(
@@ -228,14 +194,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA memory allocated on a GPU; the process's peak resident set size on CPU."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    scale = 1 if sys.platform == "darwin" else 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * scale / 2**20
-
-
 def train_epoch(
     cfg: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer, data: FrameSet,
     epoch: int, device: torch.device, progress: bool = True,
@@ -331,7 +289,10 @@ def fit(
     atomic_write_json(folder.config, cfg.to_dict())
     atomic_write_json(folder.env, environment(device))
 
+    memory = PeakMemory(device)
     splits = prepare_data(cfg, progress)
+    atomic_write_json(folder.splits, splits.manifest())
+    log(f"{folder.root}: {describe_splits(splits.manifest())}")
     model = make_model(cfg, splits.train.input_shape, splits.train.n_classes).to(device)
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
@@ -370,7 +331,8 @@ def fit(
                     "val_transfer_gap_pp": val["transfer_gap_pp"],
                 })
             set_spike_mode(model, cfg.train_spike_mode)
-            row["peak_memory_mb"] = peak_memory_mb(device)
+            row["peak_memory_mb"] = memory.peak_mb()
+            row["peak_memory_scope"] = memory.scope
             folder.append_metrics(row)
             atomic_torch_save(folder.checkpoint, {
                 "epoch": epoch + 1, "model": model.state_dict(),
@@ -404,54 +366,25 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
     return line + f"  ({row['epoch_time_s']:.1f} s)"
 
 
-def run_header(cfg: RunConfig, split: str) -> dict[str, Any]:
-    """What every result file starts with: which run, on which split."""
-    return {"dataset": cfg.dataset, "arch": cfg.resolved_arch(), "method": cfg.method,
-            "rho": cfg.rho if cfg.uses_sam else None, "seed": cfg.seed, "epochs": cfg.epochs,
-            "split": split}
-
-
-def timing_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Training cost from a run's metrics log: medians over epochs, totals, peak memory."""
-    if not rows:
-        raise ValueError("the run has no finished epoch in metrics.jsonl")
-    return {
-        "epochs": len(rows),
-        "epoch_time_s_median": statistics.median(r["epoch_time_s"] for r in rows),
-        "step_time_s_median": statistics.median(r["step_time_s_median"] for r in rows),
-        "grad_evals_per_step": rows[-1]["grad_evals"] / rows[-1]["steps"],
-        "grad_evals_total": sum(r["grad_evals"] for r in rows),
-        "total_train_time_s": sum(r["epoch_time_s"] for r in rows),
-        "peak_memory_mb": max(r["peak_memory_mb"] for r in rows),
-    }
-
-
 def final_evaluation(
     cfg: RunConfig, model: nn.Module, splits: Splits, device: torch.device, folder: RunFolder,
 ) -> dict[str, Any]:
-    """Test accuracy in both spike modes, the transfer gap and timing, with the config.
-
-    Where the test split is not on disk, the headline numbers are on the validation split and
-    ``split`` says so."""
-    if splits.test is not None:
-        split, data = "test", splits.test
-    elif len(splits.val):
-        split, data = "val", splits.val
-    else:
-        raise ValueError(f"{cfg.dataset}: no test split on disk and val_fraction is 0: "
-                         "nothing to evaluate on")
+    """Test accuracy in both spike modes, the transfer gap, validation accuracy (what model
+    selection reads), timing, the splits (sources, sizes, class counts) and the config."""
     final: dict[str, Any] = {
-        **run_header(cfg, split),
-        **evaluate_spike_modes(model, data, device, cfg.eval_batch_size),
+        **run_header(cfg, "test"),
+        **evaluate_spike_modes(model, splits.test, device, cfg.eval_batch_size),
     }
-    if splits.test is None:
-        final["note"] = ("the test split is not on disk: accuracies are on the validation part "
-                         "held out of the training split")
+    if splits.plan.test_carved:
+        final["note"] = (f"the dataset's test split is not on disk: the test split is "
+                         f"{100 * cfg.test_fraction:g} % of the training split, carved out "
+                         f"(split_seed {cfg.split_seed}) before validation, disjoint from it")
     if len(splits.val):
         final["validation"] = evaluate_spike_modes(model, splits.val, device, cfg.eval_batch_size)
     final["timing"] = timing_summary(folder.read_metrics())
     final["sizes"] = {"train": len(splits.train), "val": len(splits.val),
-                      "test": None if splits.test is None else len(splits.test)}
+                      "test": len(splits.test)}
+    final["splits"] = splits.manifest()
     final["config"] = cfg.to_dict()
     return final
 

@@ -344,6 +344,29 @@ def dvsgesture_files(root: str | os.PathLike, split: str) -> list[Path]:
     return [folder / _SPLIT_FILES[split], *(p for trial in trials for p in trial)]
 
 
+def subject_of(recording: str) -> int:
+    """The subject number of a recording or trial name ``userNN_<lighting>[.aedat]``."""
+    head = Path(recording).name.split("_", 1)[0]
+    if not (head.startswith("user") and head[4:].isdigit()):
+        raise ValueError(f"{recording!r}: expected a recording name userNN_<lighting>")
+    return int(head[4:])
+
+
+def dvsgesture_subjects(root: str | os.PathLike, split: str) -> np.ndarray:
+    """The subject of every sample of ``load_dvsgesture(root, split)``, in its sample order,
+    read from the split file and labels CSVs (or tonic's folder names) without decoding any
+    events: what a validation split groups by, so no subject sits on both sides."""
+    _check_split(split)
+    layout, folder = _find_layout(Path(root), split)
+    if layout == "tonic":
+        files = _tonic_files(_tonic_split_folder(folder, split))
+        return np.array([subject_of(path.parent.name) for path, _ in files], dtype=np.int64)
+    subjects = []
+    for recording, labels_csv in _release_trials(folder, split):
+        subjects += [subject_of(recording.name)] * len(read_gesture_labels(labels_csv))
+    return np.array(subjects, dtype=np.int64)
+
+
 def dvsgesture_has_split(root: str | os.PathLike, split: str) -> bool:
     """Whether ``split`` of DVS Gesture can be found under ``root``."""
     try:

@@ -9,14 +9,14 @@ tonic does, ``(W, H, P)``: width, height, number of polarities.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from sast.atomicio import atomic_write
 
 EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "<u1")])
 
@@ -24,6 +24,7 @@ SensorSize = tuple[int, int, int]
 
 _EVENTSET_KEYS = ("events", "offsets", "labels", "sensor_size")
 _EXTRA_PREFIX = "extra__"
+BINNING_MODES = ("time", "count", "tonic")
 _BINCOUNT_BUDGET = 1 << 23  # cells per bincount call in eventset_to_frames (64 MiB of int64)
 
 
@@ -154,6 +155,22 @@ class EventSet:
         events = np.concatenate(arrays) if arrays else np.empty(0, dtype=EVENT_DTYPE)
         return cls(events, offsets, labels, sensor_size)
 
+    @classmethod
+    def concatenate(cls, parts: Sequence[EventSet], sensor_size: Sequence[int]) -> EventSet:
+        """The samples of ``parts`` one after the other (all on ``sensor_size``)."""
+        size = _check_sensor_size(sensor_size)
+        for part in parts:
+            if tuple(part.sensor_size) != size:
+                raise ValueError(f"cannot concatenate event sets of sensor sizes "
+                                 f"{tuple(part.sensor_size)} and {size}")
+        if not parts:
+            return cls.from_samples([], [], size)
+        lengths = np.concatenate([part.lengths for part in parts])
+        offsets = np.zeros(len(lengths) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        return cls(np.concatenate([part.events for part in parts]), offsets,
+                   np.concatenate([part.labels for part in parts]), size)
+
     def subset(self, indices: ArrayLike) -> EventSet:
         """The samples at ``indices``, in that order."""
         idx = np.asarray(indices, dtype=np.int64).ravel()
@@ -173,11 +190,9 @@ class EventSet:
         """Write an uncompressed ``.npz`` at exactly ``path``, atomically.
 
         The file is written next to ``path`` under a temporary name and moved into
-        place with ``os.replace``, so readers never see a half-written file.
+        place (:func:`sast.atomicio.atomic_write`), so readers never see a half-written file.
         ``extra`` arrays are stored alongside and come back from ``load_with_extra``.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         arrays = {
             "events": self.events,
             "offsets": self.offsets,
@@ -186,16 +201,7 @@ class EventSet:
         }
         for name, value in (extra or {}).items():
             arrays[_EXTRA_PREFIX + name] = np.asarray(value)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write(path, lambda f: np.savez(f, **arrays))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EventSet:
@@ -225,10 +231,10 @@ class EventSet:
 def _check_binning(n_time_bins: int, mode: str, t_window: tuple[int, int] | None) -> None:
     if int(n_time_bins) != n_time_bins or n_time_bins < 1:
         raise ValueError(f"n_time_bins must be an integer >= 1, got {n_time_bins!r}")
-    if mode not in ("time", "count"):
-        raise ValueError(f"mode must be 'time' or 'count', got {mode!r}")
-    if mode == "count" and t_window is not None:
-        raise ValueError("t_window applies only to mode='time'")
+    if mode not in BINNING_MODES:
+        raise ValueError(f"mode must be one of {BINNING_MODES}, got {mode!r}")
+    if mode != "time" and t_window is not None:
+        raise ValueError(f"t_window applies only to mode='time', not mode={mode!r}")
 
 
 def _time_bins(
@@ -244,6 +250,20 @@ def _time_bins(
         raise ValueError("time window must satisfy t1 > t0")
     keep = (elapsed >= 0) & (elapsed < span)
     return elapsed * n_time_bins // span, keep
+
+
+def _tonic_bins(
+    t: np.ndarray, t_first: np.ndarray, t_last: np.ndarray, n_time_bins: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bin of each event and whether it is kept, as tonic's ``ToFrame(n_time_bins=T)``.
+
+    ``w = (t_last - t_first) // T``; ``bin = (t - t_first) // w``, kept when
+    ``t_first <= t < t_first + T w`` and ``w > 0`` (with ``w == 0`` nothing is kept).
+    """
+    width = (t_last - t_first) // n_time_bins
+    elapsed = t - t_first
+    keep = (width > 0) & (elapsed >= 0) & (elapsed < width * n_time_bins)
+    return elapsed // np.maximum(width, 1), keep
 
 
 def _count_bins(position: np.ndarray, n: np.ndarray, n_time_bins: int) -> np.ndarray:
@@ -284,6 +304,17 @@ def to_frames(
     is cut into ``T`` equal slices, ``bin = floor((t - t0) T / (t1 - t0))``; events
     outside the window are dropped. ``mode="count"``: the events in time order are cut
     into ``T`` consecutive chunks of nearly equal size, as ``np.array_split`` does.
+
+    ``mode="tonic"``: the frames of tonic's ``ToFrame(sensor_size, n_time_bins=T)``
+    (without overlap). With ``t_first = min t``, ``t_last = max t`` and whole
+    microsecond bins of width ``w = (t_last - t_first) // T``, ``bin = (t - t_first) // w``
+    for ``t < t_first + T w``; the tail ``t >= t_first + T w`` is dropped, and when
+    ``w == 0`` (span shorter than ``T`` µs) every frame is empty. tonic takes the first
+    and last event of the array and needs time-sorted events; min and max equal them for
+    sorted input and make the result independent of event order, so unsorted input gives
+    tonic's frames of the time-sorted events. ``t_window`` is refused. tonic counts in
+    int16 (wrapping above 32767), so the frames match exactly while no cell exceeds 32767.
+
     Counts saturate at 65535. An empty sample gives zeros and a warning.
     """
     _check_binning(n_time_bins, mode, t_window)
@@ -297,6 +328,10 @@ def to_frames(
     if mode == "time":
         t0, t1 = _default_window(t_window, events["t"])
         bins, keep = _time_bins(events["t"], np.int64(t0), np.int64(t1), n_time_bins)
+        events, bins = events[keep], bins[keep]
+    elif mode == "tonic":
+        t = events["t"]
+        bins, keep = _tonic_bins(t, t.min(), t.max(), n_time_bins)
         events, bins = events[keep], bins[keep]
     else:
         events = events[np.argsort(events["t"], kind="stable")]
@@ -319,6 +354,9 @@ def eventset_to_frames(
     Same binning as ``to_frames``, with the sample index folded into the flat index
     ``(((s T + bin) P + p) H + y) W + x``. ``t_window`` is in absolute microseconds and
     shared by all samples; when ``None`` each sample uses its own ``[min t, max t + 1)``.
+    ``mode="tonic"`` bins each sample as tonic's ``ToFrame(n_time_bins=T)`` from its own
+    first and last event, ``w = (t_last - t_first) // T``, ``bin = (t - t_first) // w``,
+    dropping ``t >= t_first + T w`` (see ``to_frames``).
     Integer counts saturate at ``dtype``'s maximum. Empty samples give zeros and a warning.
     """
     _check_binning(n_time_bins, mode, t_window)
@@ -354,6 +392,12 @@ def _bin_samples(
         t0, t1 = _sample_windows(events["t"], lengths, t_window)
         bins, keep = _time_bins(
             events["t"], np.repeat(t0, lengths), np.repeat(t1, lengths), n_time_bins
+        )
+        events, bins, sample = events[keep], bins[keep], sample[keep]
+    elif mode == "tonic":
+        t_first, t_end = _sample_windows(events["t"], lengths, None)
+        bins, keep = _tonic_bins(
+            events["t"], np.repeat(t_first, lengths), np.repeat(t_end - 1, lengths), n_time_bins
         )
         events, bins, sample = events[keep], bins[keep], sample[keep]
     else:

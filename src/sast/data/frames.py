@@ -67,6 +67,13 @@ class FrameSet:
     def labels(self) -> torch.Tensor:
         return self._labels if self._indices is None else self._labels[self._indices]
 
+    @property
+    def rows(self) -> torch.Tensor:
+        """Which stored samples this set holds: indices into the frames it was made from (two
+        subsets of one FrameSet overlap exactly when their rows do)."""
+        n = int(self._labels.shape[0])
+        return torch.arange(n) if self._indices is None else self._indices
+
     def _rows(self, idx: torch.Tensor | slice) -> torch.Tensor | slice:
         if self._indices is None:
             return idx

@@ -8,7 +8,7 @@ into memory whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from sast.data.dvsgesture import (
     downsampled_size,
     dvsgesture_files,
     dvsgesture_has_split,
+    dvsgesture_subjects,
     load_dvsgesture,
 )
 from sast.data.events import EventSet, eventset_to_frames
@@ -76,6 +77,9 @@ class DatasetSpec:
     """Dataset-specific preprocessing options and their defaults."""
     has_split: Callable[[str, Path | None], bool] = lambda split, root: True
     """Whether ``split`` is on disk under ``root`` (a partial copy may lack the test split)."""
+    groups: Callable[[str, Path | None], np.ndarray | None] = lambda split, root: None
+    """The group (subject, recording) of each sample of ``split``, when samples share one:
+    held-out parts then take whole groups. None: every sample is its own."""
 
 
 CHUNK_SAMPLES = 4096
@@ -89,10 +93,11 @@ def _in_chunks(events: EventSet) -> tuple[int, Iterator[EventSet]]:
     return len(events), chunks
 
 
-def _synthetic_nmnist_source(split: str, data_root: Path | None) -> EventSource:
+def _synthetic_nmnist_source(split: str, data_root: Path | None,
+                             cache_dir: Path | None) -> EventSource:
     fingerprint = {"version": SYNTHETIC_NMNIST_VERSION, "seed": SYNTHETIC_DATA_SEED}
     return EventSource(NMNIST_SENSOR_SIZE, fingerprint, lambda: _in_chunks(
-        synthetic_nmnist(split, seed=SYNTHETIC_DATA_SEED)))
+        synthetic_nmnist(split, seed=SYNTHETIC_DATA_SEED, cache_dir=cache_dir)))
 
 
 def _window_us(window_ms: float | None) -> int | None:
@@ -106,20 +111,20 @@ def _downsampled(events: EventSet, factor: int) -> EventSet:
                     events.offsets, events.labels, downsampled_size(events.sensor_size, factor))
 
 
-def _synthetic_gesture_source(split: str, data_root: Path | None, window_ms: float | None,
-                              downsample: int) -> EventSource:
+def _synthetic_gesture_source(split: str, data_root: Path | None, cache_dir: Path | None,
+                              window_ms: float | None, downsample: int) -> EventSource:
     fingerprint = {"version": SYNTHETIC_GESTURE_VERSION, "seed": SYNTHETIC_DATA_SEED}
     window = _window_us(window_ms)
     return EventSource(
         downsampled_size(GESTURE_SENSOR_SIZE, downsample), fingerprint,
-        lambda: _in_chunks(_downsampled(synthetic_gesture(split, seed=SYNTHETIC_DATA_SEED),
-                                        downsample)),
+        lambda: _in_chunks(_downsampled(
+            synthetic_gesture(split, seed=SYNTHETIC_DATA_SEED, cache_dir=cache_dir), downsample)),
         t_window=None if window is None else (0, window),
     )
 
 
-def _dvsgesture_source(split: str, data_root: Path, window_ms: float | None,
-                       downsample: int) -> EventSource:
+def _dvsgesture_source(split: str, data_root: Path, cache_dir: Path | None,
+                       window_ms: float | None, downsample: int) -> EventSource:
     fingerprint = {"reader": DVSGESTURE_READER_VERSION,
                    **files_fingerprint(dvsgesture_files(data_root, split))}
     window = _window_us(window_ms)
@@ -130,7 +135,8 @@ def _dvsgesture_source(split: str, data_root: Path, window_ms: float | None,
     )
 
 
-def _nmnist_source(split: str, data_root: Path, first_saccade_only: bool) -> EventSource:
+def _nmnist_source(split: str, data_root: Path, cache_dir: Path | None,
+                   first_saccade_only: bool) -> EventSource:
     paths, labels = nmnist_index(data_root, split)
 
     def chunks() -> Iterator[EventSet]:
@@ -181,6 +187,7 @@ DATASETS: dict[str, DatasetSpec] = {
             _dvsgesture_source, needs_root=True,
             options={"window_ms": 1500.0, "downsample": 4},
             has_split=lambda split, root: dvsgesture_has_split(root, split),
+            groups=lambda split, root: dvsgesture_subjects(root, split),
         ),
     )
 }
@@ -211,6 +218,78 @@ def resolve_options(spec: DatasetSpec, options: dict[str, Any]) -> dict[str, Any
     return {**spec.options, **given}
 
 
+def sample_groups(name: str, split: str, data_root: str | Path | None = None) -> np.ndarray | None:
+    """The group of every sample of ``split`` (e.g. DVS Gesture's subjects), or None when the
+    dataset's samples share none (see :attr:`DatasetSpec.groups`)."""
+    return get_dataset(name).groups(split, None if data_root is None else Path(data_root))
+
+
+@dataclass(frozen=True)
+class _Resolved:
+    spec: DatasetSpec
+    source: EventSource
+    params: dict[str, Any]
+    """Every preprocessing parameter: the frame cache key."""
+
+
+def _resolve(name: str, split: str, time_bins: int, binning: str,
+             data_root: str | Path | None, cache_dir: str | Path | None,
+             options: dict[str, Any]) -> _Resolved:
+    spec = get_dataset(name)
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if spec.needs_root and data_root is None:
+        raise ValueError(f"dataset {name} is read from disk: give --data-root DIR ({spec.needs})")
+    if data_root is not None and not spec.needs_root:
+        raise ValueError(f"dataset {name} is built in and takes no data root")
+    opts = resolve_options(spec, options)
+    root = None if data_root is None else Path(data_root).resolve()
+    source = spec.source(split, root, None if cache_dir is None else Path(cache_dir), **opts)
+    params = {
+        "dataset": name, "split": split, "time_bins": time_bins, "binning": binning,
+        "options": opts, "root": None if root is None else str(root),
+        "source": source.fingerprint, "t_window": source.t_window,
+    }
+    return _Resolved(spec, source, params)
+
+
+def _binned_chunks(
+    chunks: Iterable[tuple[EventSet, np.ndarray]], n_samples: int, time_bins: int, binning: str,
+    t_window: tuple[int, int] | None, corruption: Corruption | None, corruption_seed: int,
+    desc: str, progress: bool,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(frames, labels) of each chunk of (events, sample keys), corrupted first when asked."""
+    window = t_window if binning == "time" else None
+    with tqdm(total=n_samples, desc=desc, unit="sample", disable=not progress,
+              leave=False) as bar:
+        for chunk, keys in chunks:
+            if corruption is not None:
+                chunk = corrupt_eventset(chunk, corruption, corruption_seed, keys)
+            frames = eventset_to_frames(chunk, time_bins, mode=binning, t_window=window,
+                                        dtype=np.uint8)
+            bar.update(len(chunk))
+            yield frames, chunk.labels
+
+
+def _in_memory(shape: tuple[int, ...], chunks: Iterator[tuple[np.ndarray, np.ndarray]],
+               n_classes: int) -> FrameSet:
+    frames = np.empty(shape, dtype=np.uint8)
+    labels = np.empty(shape[0], dtype=np.int64)
+    start = 0
+    for chunk_frames, chunk_labels in chunks:
+        frames[start:start + len(chunk_labels)] = chunk_frames
+        labels[start:start + len(chunk_labels)] = chunk_labels
+        start += len(chunk_labels)
+    return FrameSet(torch.from_numpy(frames), torch.from_numpy(labels), n_classes)
+
+
+def _keyed(chunks: Iterator[EventSet]) -> Iterator[tuple[EventSet, np.ndarray]]:
+    done = 0
+    for chunk in chunks:
+        yield chunk, np.arange(done, done + len(chunk))
+        done += len(chunk)
+
+
 def load_frames(
     name: str, split: str, time_bins: int, binning: str = "time",
     data_root: str | Path | None = None, cache_dir: str | Path | None = None,
@@ -222,55 +301,62 @@ def load_frames(
 
     With a ``corruption`` (see :mod:`sast.data.corruptions`) the events of sample i are
     corrupted with a generator seeded by (``corruption_seed``, i) before binning, so the result
-    is exact and reproducible; corrupted frames are built in memory, not cached."""
-    spec = get_dataset(name)
-    if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-    if spec.needs_root and data_root is None:
-        raise ValueError(f"dataset {name} is read from disk: give --data-root DIR ({spec.needs})")
-    if data_root is not None and not spec.needs_root:
-        raise ValueError(f"dataset {name} is built in and takes no data root")
-    opts = resolve_options(spec, options)
-    root = None if data_root is None else Path(data_root).resolve()
-    source = spec.source(split, root, **opts)
-    params = {
-        "dataset": name, "split": split, "time_bins": time_bins, "binning": binning,
-        "options": opts, "root": None if root is None else str(root),
-        "source": source.fingerprint, "t_window": source.t_window,
-    }
-    w, h, p = source.sensor_size
-    window = source.t_window if binning == "time" else None
+    is exact and reproducible; corrupted frames are built in memory, not cached (to evaluate
+    many corruptions of one split, decode it once with :func:`load_events`)."""
+    r = _resolve(name, split, time_bins, binning, data_root, cache_dir, options)
+    w, h, p = r.source.sensor_size
 
     def build() -> tuple[tuple[int, ...], Iterator[tuple[np.ndarray, np.ndarray]]]:
-        n_samples, chunks = source.open()
-
-        def binned() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-            done = 0
-            with tqdm(total=n_samples, desc=f"binning {name}/{split}", unit="sample",
-                      disable=not progress, leave=False) as bar:
-                for chunk in chunks:
-                    if corruption is not None:
-                        keys = np.arange(done, done + len(chunk))
-                        chunk = corrupt_eventset(chunk, corruption, corruption_seed, keys)
-                    frames = eventset_to_frames(chunk, time_bins, mode=binning,
-                                                t_window=window, dtype=np.uint8)
-                    done += len(chunk)
-                    bar.update(len(chunk))
-                    yield frames, chunk.labels
-
-        return (n_samples, time_bins, p, h, w), binned()
+        n_samples, chunks = r.source.open()
+        return (n_samples, time_bins, p, h, w), _binned_chunks(
+            _keyed(chunks), n_samples, time_bins, binning, r.source.t_window, corruption,
+            corruption_seed, f"binning {name}/{split}", progress)
 
     if corruption is not None:
         shape, chunks = build()
-        frames = np.empty(shape, dtype=np.uint8)
-        labels = np.empty(shape[0], dtype=np.int64)
-        start = 0
-        for chunk_frames, chunk_labels in chunks:
-            frames[start:start + len(chunk_labels)] = chunk_frames
-            labels[start:start + len(chunk_labels)] = chunk_labels
-            start += len(chunk_labels)
-        return FrameSet(torch.from_numpy(frames), torch.from_numpy(labels), spec.n_classes)
-
-    entry, _ = FrameCache(cache_dir).get_or_build(params, build)
+        return _in_memory(shape, chunks, r.spec.n_classes)
+    entry, _ = FrameCache(cache_dir).get_or_build(r.params, build)
     return FrameSet(torch.from_numpy(entry.frames), torch.from_numpy(entry.labels),
-                    spec.n_classes, packed_width=entry.packed_width)
+                    r.spec.n_classes, packed_width=entry.packed_width)
+
+
+@dataclass(frozen=True)
+class DecodedSplit:
+    """The events of one split decoded once, to be corrupted and binned many times
+    (:meth:`frames`): a robustness curve decodes its evaluation split once, not once per
+    severity and seed."""
+
+    events: EventSet
+    keys: np.ndarray
+    """The samples' indices in the whole split: the corruption generators' keys, so a subset
+    is corrupted exactly as the same samples inside the whole split."""
+    n_classes: int
+    t_window: tuple[int, int] | None
+
+    def subset(self, rows: np.ndarray) -> DecodedSplit:
+        rows = np.asarray(rows, dtype=np.int64)
+        return DecodedSplit(self.events.subset(rows), self.keys[rows], self.n_classes,
+                            self.t_window)
+
+    def frames(self, time_bins: int, binning: str = "time", corruption: Corruption | None = None,
+               corruption_seed: int = 0) -> FrameSet:
+        """The samples binned into ``time_bins`` frames (in memory), corrupted first when a
+        ``corruption`` is given, exactly as :func:`load_frames` bins them."""
+        n = len(self.events)
+        w, h, p = self.events.sensor_size
+        chunks = ((self.events.subset(np.arange(a, min(a + CHUNK_SAMPLES, n))),
+                   self.keys[a:a + CHUNK_SAMPLES]) for a in range(0, n, CHUNK_SAMPLES))
+        binned = _binned_chunks(chunks, n, time_bins, binning, self.t_window, corruption,
+                                corruption_seed, "binning", False)
+        return _in_memory((n, time_bins, p, h, w), binned, self.n_classes)
+
+
+def load_events(
+    name: str, split: str, data_root: str | Path | None = None,
+    cache_dir: str | Path | None = None, **options: Any,
+) -> DecodedSplit:
+    """Every sample of ``split``, decoded (or generated) once and held in memory."""
+    r = _resolve(name, split, 0, "time", data_root, cache_dir, options)
+    _, chunks = r.source.open()
+    events = EventSet.concatenate(list(chunks), r.source.sensor_size)
+    return DecodedSplit(events, np.arange(len(events)), r.spec.n_classes, r.source.t_window)

@@ -12,6 +12,7 @@ from typing import Any
 from sast.config import (
     BINNINGS,
     DEVICES,
+    INITS,
     LR_SCHEDULES,
     METHODS,
     OPTIMIZERS,
@@ -20,7 +21,7 @@ from sast.config import (
 )
 from sast.data.corruptions import CORRUPTIONS
 from sast.layers import SCAN_IMPLEMENTATIONS
-from sast.models import ARCHITECTURES, CONV_SCHEDULES, READOUTS
+from sast.models import ARCHITECTURES, CONV_SCHEDULES, NORMS, READOUTS
 from sast.neuron import SURROGATES
 from sast.optim import SAM_POLICIES
 
@@ -51,17 +52,26 @@ FIELD_HELP: dict[str, str] = {
     "readout_beta": "leak of the leaky-integrator readout",
     "conv_schedule": "run convolutions step by step or on all T·B frames at once",
     "scan_implementation": "LIF scan: fused backward-through-time, or plain autograd",
+    "norm": "batch norm between each synaptic layer and its LIF layer (folded into the weights "
+    "for evaluation), or none",
+    "init": "initialisation: PyTorch's default, or firing-rate (each LIF layer scaled to fire at "
+    "--init-rate on one training batch)",
+    "init_rate": "target fraction of state-steps above threshold for --init firing-rate",
+    "slope_final": "anneal the surrogate slope geometrically from --slope to this value over the "
+    "epochs",
     "method": "training method: surrogate | sast (SAM) | ste | ste-sam",
     "rho": "SAM radius ρ (sast and ste-sam)",
     "adaptive": "adaptive SAM (ASAM): scale the ball by |w| + η",
     "eta": "ASAM's η",
     "sam_policy": "descent gradient on the same minibatch, or an independent second one",
+    "rho_warmup_epochs": "raise ρ linearly from 0 over this many epochs",
     "optimizer": "base optimiser",
     "lr": "learning rate",
     "momentum": "SGD momentum",
     "weight_decay": "weight decay",
     "lr_schedule": "learning-rate schedule over epochs",
     "epochs": "number of training epochs",
+    "ste_finetune_epochs": "train the last N of the epochs with hard spikes forward (STE)",
     "batch_size": "training minibatch size",
     "eval_batch_size": "evaluation batch size",
     "seed": "seed of initialisation and shuffling",
@@ -76,7 +86,7 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "readout": READOUTS, "conv_schedule": CONV_SCHEDULES,
     "scan_implementation": SCAN_IMPLEMENTATIONS, "method": METHODS,
     "sam_policy": SAM_POLICIES, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
-    "device": DEVICES,
+    "device": DEVICES, "norm": NORMS, "init": INITS,
 }
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sast.layers import SCAN_IMPLEMENTATIONS
-from sast.models import ARCHITECTURES, CONV_SCHEDULES, READOUTS
+from sast.models import ARCHITECTURES, CONV_SCHEDULES, NORMS, READOUTS
 from sast.neuron import SURROGATES
 from sast.optim import SAM_POLICIES
 
@@ -23,6 +23,7 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 BINNINGS = ("time", "count", "tonic")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
+INITS = ("default", "firing-rate")
 
 
 @dataclass
@@ -53,12 +54,17 @@ class RunConfig:
     readout_beta: float = 0.9
     conv_schedule: str = "step"
     scan_implementation: str = "fused"
+    norm: str = "none"
+    init: str = "default"
+    init_rate: float = 0.1
+    slope_final: float | None = None
     # method
     method: str = "sast"
     rho: float = 0.3
     adaptive: bool = False
     eta: float = 0.01
     sam_policy: str = "same"
+    rho_warmup_epochs: float = 0.0
     # optimisation
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -66,6 +72,7 @@ class RunConfig:
     weight_decay: float = 0.0
     lr_schedule: str = "constant"
     epochs: int = 10
+    ste_finetune_epochs: int = 0
     batch_size: int = 64
     eval_batch_size: int = 256
     # execution
@@ -95,7 +102,24 @@ class RunConfig:
 
     @property
     def train_spike_mode(self) -> str:
+        """The spike mode the training forward pass starts in."""
         return "ste" if self.method in ("ste", "ste-sam") else "surrogate"
+
+    def spike_mode_at(self, epoch: int) -> str:
+        """The training forward pass's spike mode in (0-based) ``epoch``: the last
+        ``ste_finetune_epochs`` epochs fine-tune with hard spikes forward (STE)."""
+        if epoch >= self.epochs - self.ste_finetune_epochs:
+            return "ste"
+        return self.train_spike_mode
+
+    def slope_at(self, epoch: int) -> float:
+        """The surrogate slope k in (0-based) ``epoch``: ``slope`` throughout, or, with
+        ``slope_final``, geometric steps from ``slope`` in the first epoch to ``slope_final`` in
+        the last: k_e = k₀·(k₁/k₀)^(e/(E−1))."""
+        if self.slope_final is None or self.epochs == 1:
+            return self.slope if self.slope_final is None else self.slope_final
+        fraction = min(max(epoch, 0), self.epochs - 1) / (self.epochs - 1)
+        return self.slope * (self.slope_final / self.slope) ** fraction
 
     def resolved_arch(self) -> str:
         if self.arch is not None:
@@ -108,6 +132,7 @@ class RunConfig:
             "lr_schedule": LR_SCHEDULES, "device": DEVICES, "sam_policy": SAM_POLICIES,
             "surrogate": tuple(SURROGATES), "readout": READOUTS,
             "conv_schedule": CONV_SCHEDULES, "scan_implementation": SCAN_IMPLEMENTATIONS,
+            "norm": NORMS, "init": INITS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -142,6 +167,16 @@ class RunConfig:
             raise ValueError(f"threshold must be positive, got {self.threshold}")
         if not self.slope > 0.0:
             raise ValueError(f"slope must be positive, got {self.slope}")
+        if self.slope_final is not None and not self.slope_final > 0.0:
+            raise ValueError(f"slope_final must be positive, got {self.slope_final}")
+        if not 0.0 < self.init_rate < 1.0:
+            raise ValueError(f"init_rate must lie in (0, 1), got {self.init_rate}")
+        if not self.rho_warmup_epochs >= 0.0:
+            raise ValueError(f"rho_warmup_epochs must be >= 0, got {self.rho_warmup_epochs}")
+        if not isinstance(self.ste_finetune_epochs, int) or isinstance(
+                self.ste_finetune_epochs, bool) or not 0 <= self.ste_finetune_epochs <= self.epochs:
+            raise ValueError(f"ste_finetune_epochs must be an integer in [0, epochs = "
+                             f"{self.epochs}], got {self.ste_finetune_epochs!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)

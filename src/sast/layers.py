@@ -207,6 +207,29 @@ def spike_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
         yield model
 
 
+def set_slope(model: nn.Module, slope: float) -> nn.Module:
+    """Give every LIF layer of ``model`` the surrogate of its own family with slope ``slope``."""
+    for layer in lif_layers(model):
+        layer.surrogate = get_surrogate(layer.surrogate.name, slope)
+    return model
+
+
+@contextmanager
+def frozen_batchnorm_statistics(model: nn.Module) -> Iterator[nn.Module]:
+    """Batch norm layers still normalise with the batch's statistics but leave their running
+    statistics as they are (momentum 0): SAM's second pass, at the perturbed weights, must not
+    count twice."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [m.momentum for m in norms]
+    try:
+        for m in norms:
+            m.momentum = 0.0
+        yield model
+    finally:
+        for m, momentum in zip(norms, saved, strict=True):
+            m.momentum = momentum
+
+
 def set_scan_implementation(model: nn.Module, implementation: str) -> nn.Module:
     """Use the ``"fused"`` scan or the plain-autograd ``"reference"`` scan in every LIF layer."""
     _check_implementation(implementation)

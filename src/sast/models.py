@@ -51,6 +51,11 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 READOUTS = ("leaky", "count")
 CONV_SCHEDULES = ("step", "all")
+NORMS = ("none", "batch")
+"""``batch``: batch norm between each synaptic layer and its LIF layer, over all T·B frames of
+a batch in training; in evaluation (both spike modes) its running statistics make it a fixed
+per-channel affine map, which :func:`fold_batchnorm` folds into the synaptic weights — so the
+deployed hard-spike network has nothing the trained surrogate network lacks."""
 
 
 class SpikingNet(nn.Sequential):
@@ -82,6 +87,7 @@ def build_model(
     conv_schedule: str = "step",
     channels_last: bool = True,
     scan_implementation: str = "fused",
+    norm: str = "none",
 ) -> SpikingNet:
     """Build the named architecture. ``input_shape`` (P, H, W) and ``n_classes`` default to the
     architecture's own; ``hidden`` and ``channels`` override its widths."""
@@ -89,6 +95,8 @@ def build_model(
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
     if readout not in READOUTS:
         raise ValueError(f"unknown readout {readout!r}; expected one of {READOUTS}")
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; expected one of {NORMS}")
     if conv_schedule not in CONV_SCHEDULES:
         raise ValueError(
             f"unknown conv_schedule {conv_schedule!r}; expected one of {CONV_SCHEDULES}"
@@ -112,7 +120,10 @@ def build_model(
         pre: list[nn.Module] = []
         for c_out in channels:
             conv = nn.Conv2d(c_in, c_out, kernel_size=3, padding=1)
-            layers += [PerFrame(nn.Sequential(*pre, conv), step, channels_last), LIF(**lif)]
+            layers.append(PerFrame(nn.Sequential(*pre, conv), step, channels_last))
+            if norm == "batch":
+                layers.append(PerFrame(nn.BatchNorm2d(c_out)))
+            layers.append(LIF(**lif))
             pre = [nn.AvgPool2d(2)]
             c_in, h, w = c_out, h // 2, w // 2
         features = c_in * h * w
@@ -122,7 +133,10 @@ def build_model(
         features = input_shape[0] * input_shape[1] * input_shape[2]
         layers.append(PerFrame(nn.Flatten()))
     for width in hidden:
-        layers += [PerFrame(nn.Linear(features, width)), LIF(**lif)]
+        layers.append(PerFrame(nn.Linear(features, width)))
+        if norm == "batch":
+            layers.append(PerFrame(nn.BatchNorm1d(width)))
+        layers.append(LIF(**lif))
         features = width
     if readout == "leaky":
         layers.append(LeakyReadout(features, n_classes, readout_beta))
@@ -132,3 +146,44 @@ def build_model(
     if spec.kind == "conv" and channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def _last_affine(module: nn.Module) -> nn.Conv2d | nn.Linear | None:
+    found = None
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            found = m
+    return found
+
+
+@torch.no_grad()
+def fold_batchnorm(model: SpikingNet) -> SpikingNet:
+    """A copy of ``model`` with every batch norm folded into the synaptic layer before it, equal
+    to ``model`` in evaluation mode:
+
+        BN(W·x + b) = γ·(W·x + b − μ)/√(σ² + ε) + β_bn = W'·x + b',
+        W' = s·W, b' = s·(b − μ) + β_bn, s = γ/√(σ² + ε) per output channel.
+
+    A model without batch norm is returned as a plain copy."""
+    import copy
+
+    folded = copy.deepcopy(model).eval()
+    children = list(folded)
+    for i, module in enumerate(children):
+        bn = module.module if isinstance(module, PerFrame) else None
+        if not isinstance(bn, (nn.BatchNorm1d, nn.BatchNorm2d)):
+            continue
+        affine = _last_affine(children[i - 1]) if i else None
+        if affine is None:
+            raise ValueError(f"batch norm at position {i} follows no Linear or Conv2d")
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        shape = (-1,) + (1,) * (affine.weight.dim() - 1)
+        affine.weight.mul_(scale.reshape(shape))
+        bias = affine.bias if affine.bias is not None else torch.zeros_like(bn.running_mean)
+        new_bias = scale * (bias - bn.running_mean) + bn.bias
+        if affine.bias is None:
+            affine.bias = nn.Parameter(new_bias)
+        else:
+            affine.bias.copy_(new_bias)
+        folded[i] = PerFrame(nn.Identity())
+    return folded

@@ -8,6 +8,8 @@
       status.json     running | finished | diverged | failed, with a message
       splits.json     where the training, validation and test parts come from: sizes, class
                       counts, a digest of their indices
+      init.json       with ``init: firing-rate``: the scale given to each layer, its rate before
+                      and after
       metrics.jsonl   one JSON object per finished epoch
       checkpoint.pt   model, optimiser and scheduler state after the last finished epoch
       final.json      test accuracy in both spike modes, the transfer gap, timing, config
@@ -85,6 +87,10 @@ class RunFolder:
     @property
     def splits(self) -> Path:
         return self.root / "splits.json"
+
+    @property
+    def init(self) -> Path:
+        return self.root / "init.json"
 
     @property
     def metrics(self) -> Path:

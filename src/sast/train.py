@@ -35,9 +35,14 @@ from tqdm.auto import tqdm
 from sast.config import RunConfig
 from sast.data import FrameSet, time_first
 from sast.evaluate import evaluate_spike_modes
-from sast.layers import set_scan_implementation, set_spike_mode
+from sast.layers import (
+    frozen_batchnorm_statistics,
+    set_scan_implementation,
+    set_slope,
+    set_spike_mode,
+)
 from sast.memory import PeakMemory
-from sast.models import SpikingNet, build_model
+from sast.models import SpikingNet, build_model, fold_batchnorm
 from sast.optim import SAM, build_base_optimizer
 from sast.results import run_header, timing_summary
 from sast.runfolder import RunFolder, atomic_torch_save, atomic_write_json, environment, read_json
@@ -82,8 +87,31 @@ def make_model(
             surrogate=cfg.surrogate, slope=cfg.slope, spike_mode=cfg.train_spike_mode,
             readout=cfg.readout, readout_beta=cfg.readout_beta,
             conv_schedule=cfg.conv_schedule, scan_implementation=cfg.scan_implementation,
+            norm=cfg.norm,
         )
     return model
+
+
+INIT_STREAM = 5
+"""The data-dependent initialisation's batch is drawn with the seed (``seed``, this stream)."""
+
+
+def initialise_firing_rates(
+    cfg: RunConfig, model: nn.Module, train: FrameSet, device: torch.device,
+) -> dict[str, Any]:
+    """``init: firing-rate``: rescale each LIF layer's input so that ``init_rate`` of its
+    state-steps are above threshold on one class-balanced batch of the training part
+    (:mod:`sast.init`). Returns what ``init.json`` records."""
+    from sast.data.subsets import balanced_subset
+    from sast.init import calibrate_firing_rates
+
+    rows = balanced_subset(train.labels.numpy(), cfg.batch_size, [cfg.seed, INIT_STREAM])
+    frames, _ = train.batch(torch.as_tensor(rows))
+    was_training = model.training
+    model.train()
+    layers = calibrate_firing_rates(model, time_first(frames, device), cfg.init_rate)
+    model.train(was_training)
+    return {"target_rate": cfg.init_rate, "batch": len(rows), "layers": layers}
 
 
 def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -162,7 +190,8 @@ def sam_step(
     loss, correct = _forward_backward(model, x, y)
     optimizer.first_step(zero_grad=True)
     dx, dy = descent if descent is not None else (x, y)
-    _forward_backward(model, dx, dy)
+    with frozen_batchnorm_statistics(model):
+        _forward_backward(model, dx, dy)
     optimizer.second_step(zero_grad=True)
     return StepResult(loss, correct, len(y), 2)
 
@@ -194,6 +223,22 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def configure_epoch(model: nn.Module, cfg: RunConfig, epoch: int) -> nn.Module:
+    """Put ``model`` in the training state of (0-based) ``epoch``: its spike mode (surrogate,
+    or STE in a fine-tune's epochs) and its surrogate slope (annealed with ``slope_final``)."""
+    set_spike_mode(model, cfg.spike_mode_at(epoch))
+    set_slope(model, cfg.slope_at(epoch))
+    return model
+
+
+def rho_at(cfg: RunConfig, epoch: float) -> float:
+    """SAM's radius at (fractional) ``epoch``: ρ·min(1, epoch / rho_warmup_epochs), a linear
+    warm-up from 0 (none when ``rho_warmup_epochs`` is 0)."""
+    if cfg.rho_warmup_epochs <= 0:
+        return cfg.rho
+    return cfg.rho * min(1.0, epoch / cfg.rho_warmup_epochs)
+
+
 def train_epoch(
     cfg: RunConfig, model: nn.Module, optimizer: torch.optim.Optimizer, data: FrameSet,
     epoch: int, device: torch.device, progress: bool = True,
@@ -201,6 +246,7 @@ def train_epoch(
     """One pass over ``data`` in the order fixed by (seed, epoch); returns the epoch's
     training metrics."""
     step_fn = STEP_FUNCTIONS[cfg.method]
+    configure_epoch(model, cfg, epoch)
     loader = batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch),
                           drop_last=cfg.compile)
     descent_batches = None
@@ -216,7 +262,11 @@ def train_epoch(
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress,
                unit="batch", dynamic_ncols=True)
     start = time.perf_counter()
-    for frames, labels in bar:
+    warmup = cfg.uses_sam and cfg.rho_warmup_epochs > 0
+    for step, (frames, labels) in enumerate(bar):
+        if warmup:
+            for group in optimizer.param_groups:
+                group["rho"] = rho_at(cfg, epoch + step / len(loader))
         t0 = time.perf_counter()
         x, y = time_first(frames, device), labels.to(device)
         descent = None
@@ -294,6 +344,11 @@ def fit(
     atomic_write_json(folder.splits, splits.manifest())
     log(f"{folder.root}: {describe_splits(splits.manifest())}")
     model = make_model(cfg, splits.train.input_shape, splits.train.n_classes).to(device)
+    if checkpoint is None and cfg.init == "firing-rate":
+        report = initialise_firing_rates(cfg, model, splits.train, device)
+        atomic_write_json(folder.init, report)
+        log(f"{folder.root}: initial firing rates " + ", ".join(
+            f"{r['rate_before']:.3f} → {r['rate_after']:.3f}" for r in report["layers"]))
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
     start_epoch = 0
@@ -312,7 +367,6 @@ def fit(
     else:
         folder.write_metrics([])
     folder.final.unlink(missing_ok=True)
-    set_spike_mode(model, cfg.train_spike_mode)
 
     folder.write_status("running", epoch=start_epoch)
     try:
@@ -330,7 +384,7 @@ def fit(
                     "val_hard_loss": val["hard"]["loss"],
                     "val_transfer_gap_pp": val["transfer_gap_pp"],
                 })
-            set_spike_mode(model, cfg.train_spike_mode)
+            configure_epoch(model, cfg, epoch)
             row["peak_memory_mb"] = memory.peak_mb()
             row["peak_memory_scope"] = memory.scope
             folder.append_metrics(row)
@@ -390,7 +444,8 @@ def final_evaluation(
 
 
 def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, SpikingNet]:
-    """The config and trained model (weights of the last checkpoint) of a run folder."""
+    """The config and trained model of a run folder: the weights of its last checkpoint, the
+    surrogate slope of its last epoch, batch norm (if any) folded into the weights."""
     folder = RunFolder(run_dir)
     if not folder.config.exists():
         raise FileNotFoundError(f"{folder.root} is not a run folder (no config.json)")
@@ -400,4 +455,5 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Spiki
     state = torch.load(folder.checkpoint, map_location="cpu", weights_only=False)
     model = make_model(cfg, tuple(state["input_shape"]), state["n_classes"])
     model.load_state_dict(state["model"])
-    return cfg, model.to(resolve_device(device))
+    set_slope(model, cfg.slope_at(state["epoch"] - 1))
+    return cfg, fold_batchnorm(model).to(resolve_device(device))

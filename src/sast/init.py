@@ -1,0 +1,94 @@
+"""Data-dependent initialisation: every LIF layer firing at a chosen rate from the first step.
+
+A spiking layer whose membrane never reaches threshold at initialisation passes almost nothing
+forward in hard mode and only the small sub-threshold values σ_k(u − ϑ) in surrogate mode; deep
+or convolutional SNNs then sit at chance for epochs. In the spirit of LSUV (Mishkin & Matas,
+2016), :func:`calibrate_firing_rates` walks the network in order on one batch and rescales,
+for each LIF layer ℓ, the weight and bias of the affine layer feeding it (the last Conv2d,
+Linear or batch norm before it) by one factor c_ℓ, so that
+
+    r_ℓ(c) = mean over samples, steps and neurons of 1[u_ℓ(c) > ϑ]  ≈  target
+
+in the training (surrogate-forward) dynamics. Scaling the affine layer's weight and bias by c
+scales the input current I → c·I exactly, so each trial only reruns the LIF scan; c is found
+by bisection on log c (r grows with c). Layers are calibrated in order, each on the output of
+the already-calibrated layers before it. This is a choice of this package, not the paper's.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sast.layers import LIF, lif_attributes
+from sast.neuron import lif_scan_reference
+
+AFFINE = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
+SCALE_RANGE = (1e-3, 1e3)
+
+
+def feeding_affine(module: nn.Module) -> nn.Module | None:
+    """The last Conv2d, Linear or batch norm inside ``module`` (the one whose output is the
+    input current of the LIF layer after it), or None."""
+    found = None
+    for m in module.modules():
+        if isinstance(m, AFFINE):
+            found = m
+    return found
+
+
+def _above_threshold_rate(layer: LIF, current: Tensor) -> float:
+    _, u = lif_scan_reference(current, layer.beta, layer.threshold, layer.surrogate, "surrogate")
+    return float((u > layer.threshold).double().mean())
+
+
+def _scale_for_rate(layer: LIF, current: Tensor, target: float, iterations: int) -> float:
+    lo, hi = (math.log(v) for v in SCALE_RANGE)
+    if _above_threshold_rate(layer, math.exp(hi) * current) < target:
+        return math.exp(hi)
+    if _above_threshold_rate(layer, math.exp(lo) * current) > target:
+        return math.exp(lo)
+    for _ in range(iterations):
+        mid = 0.5 * (lo + hi)
+        if _above_threshold_rate(layer, math.exp(mid) * current) < target:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(0.5 * (lo + hi))
+
+
+@torch.no_grad()
+def calibrate_firing_rates(
+    model: nn.Sequential, frames: Tensor, target: float = 0.1, iterations: int = 30,
+) -> list[dict[str, Any]]:
+    """Rescale ``model`` in place so every LIF layer's rate of state-steps above threshold on
+    ``frames`` (time-first ``[T, B, ...]``) is ``target`` (see the module docstring). Returns,
+    per LIF layer, the scale applied and the rate before and after."""
+    if not 0.0 < target < 1.0:
+        raise ValueError(f"target firing rate must lie in (0, 1), got {target}")
+    children = list(model)
+    report: list[dict[str, Any]] = []
+    h = frames.float() if not frames.is_floating_point() else frames
+    previous_input = h
+    with lif_attributes(model, spike_mode="surrogate"):
+        for i, module in enumerate(children):
+            if isinstance(module, LIF):
+                if i == 0 or (affine := feeding_affine(children[i - 1])) is None:
+                    raise ValueError(f"LIF layer at position {i} has no Linear, Conv2d or batch "
+                                     "norm before it to rescale")
+                current = h
+                before = _above_threshold_rate(module, current)
+                c = _scale_for_rate(module, current, target, iterations)
+                affine.weight.mul_(c)
+                if affine.bias is not None:
+                    affine.bias.mul_(c)
+                current = children[i - 1](previous_input)
+                report.append({"layer": len(report), "scale": c, "rate_before": before,
+                               "rate_after": _above_threshold_rate(module, current)})
+                h = module(current)
+            else:
+                previous_input, h = h, module(h)
+    return report

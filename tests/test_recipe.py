@@ -1,0 +1,125 @@
+"""The training recipe for deep and convolutional SNNs: firing-rate initialisation, batch norm
+folded for deployment, ρ warm-up, slope annealing and an STE fine-tune."""
+
+import pytest
+import torch
+from torch import nn
+
+from sast.config import RunConfig
+from sast.init import calibrate_firing_rates
+from sast.layers import LIF, lif_layers, spike_mode
+from sast.models import build_model, fold_batchnorm
+from sast.optim import SAM
+from sast.runfolder import read_json
+from sast.train import configure_epoch, fit, load_run, rho_at, sam_step
+
+
+def frames(batch=8, seed=0, t=6):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(t, batch, 2, 34, 34, generator=g) < 0.1).float() * 2
+
+
+def above_threshold_rates(model, x):
+    """Per LIF layer, the fraction of state-steps with u > ϑ in surrogate mode, measured
+    directly from the recorded membranes (independently of sast.init)."""
+    layers = list(lif_layers(model))
+    for layer in layers:
+        layer.record = True
+    with torch.no_grad(), spike_mode(model, "surrogate"):
+        model(x)
+    rates = [float((layer.membrane > layer.threshold).double().mean()) for layer in layers]
+    for layer in layers:
+        layer.record, layer.membrane = False, None
+    return rates
+
+
+@pytest.mark.parametrize("arch,norm", [("nmnist-conv", "none"), ("nmnist-conv", "batch"),
+                                       ("nmnist-mlp", "none")])
+def test_firing_rate_init_hits_the_target_in_every_layer(arch, norm):
+    torch.manual_seed(0)
+    hidden = (32, 16) if arch == "nmnist-mlp" else (16,)
+    model = build_model(arch, hidden=hidden, channels=(4, 8), norm=norm, slope=2.0)
+    x = frames()
+    before = above_threshold_rates(model, x)
+    report = calibrate_firing_rates(model, x, target=0.1)
+    after = above_threshold_rates(model.train(), x)
+    assert len(report) == len(after) == len(before)
+    for r, measured in zip(report, after, strict=True):
+        assert measured == pytest.approx(0.1, abs=0.01)
+        assert r["rate_after"] == pytest.approx(measured, abs=1e-6)
+    assert [r["rate_before"] for r in report][0] == pytest.approx(before[0])
+
+
+def test_firing_rate_init_refuses_a_bad_target():
+    with pytest.raises(ValueError, match="target firing rate"):
+        calibrate_firing_rates(build_model("nmnist-mlp", hidden=(8,)), frames(), target=1.5)
+
+
+@pytest.mark.parametrize("arch", ["nmnist-conv", "nmnist-mlp"])
+def test_folded_batchnorm_equals_the_evaluation_model(arch):
+    torch.manual_seed(1)
+    model = build_model(arch, hidden=(16,), channels=(4, 8), norm="batch").double()
+    model.train()
+    with torch.no_grad():
+        for seed in range(3):  # running statistics away from their initial values
+            model(frames(seed=seed).double())
+    for bn in (m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)):
+        bn.weight.data.uniform_(0.5, 1.5)
+        bn.bias.data.uniform_(-0.2, 0.2)
+    folded = fold_batchnorm(model)
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in folded.modules())
+    x = frames(seed=9).double()
+    model.eval()
+    for mode in ("surrogate", "hard"):
+        with torch.no_grad(), spike_mode(model, mode), spike_mode(folded, mode):
+            assert torch.allclose(model(x), folded(x), atol=1e-10)
+
+
+def test_sam_second_pass_leaves_batchnorm_statistics_alone():
+    torch.manual_seed(2)
+    model = build_model("nmnist-mlp", hidden=(16,), norm="batch")
+    reference = build_model("nmnist-mlp", hidden=(16,), norm="batch")
+    reference.load_state_dict(model.state_dict())
+    x, y = frames(), torch.randint(0, 10, (8,))
+    sam = SAM(torch.optim.SGD(model.parameters(), lr=0.1), rho=0.5)
+    sam_step(model.train(), sam, x, y)
+    with torch.no_grad():
+        reference.train()(x)  # one update of the running statistics, at the same weights
+    bn, ref = model[2].module, reference[2].module
+    assert torch.allclose(bn.running_mean, ref.running_mean)
+    assert torch.allclose(bn.running_var, ref.running_var)
+    assert bn.momentum == ref.momentum
+
+
+def test_rho_warmup_by_hand():
+    cfg = RunConfig(rho=0.4, rho_warmup_epochs=2.0)
+    assert [rho_at(cfg, e) for e in (0.0, 0.5, 1.0, 2.0, 3.5)] == pytest.approx(
+        [0.0, 0.1, 0.2, 0.4, 0.4])
+    assert rho_at(RunConfig(rho=0.4), 0.0) == 0.4
+
+
+def test_slope_annealing_and_ste_finetune_schedule():
+    cfg = RunConfig(slope=1.0, slope_final=16.0, epochs=5, ste_finetune_epochs=2)
+    assert [cfg.slope_at(e) for e in range(5)] == pytest.approx([1, 2, 4, 8, 16])
+    assert [cfg.spike_mode_at(e) for e in range(5)] == ["surrogate"] * 3 + ["ste"] * 2
+    model = build_model("nmnist-mlp", hidden=(8,))
+    configure_epoch(model, cfg, 3)
+    layer = next(m for m in model.modules() if isinstance(m, LIF))
+    assert layer.surrogate.slope == pytest.approx(8.0) and layer.spike_mode == "ste"
+    assert layer.surrogate.name == "sigmoid"
+    with pytest.raises(ValueError, match="ste_finetune_epochs"):
+        RunConfig(epochs=2, ste_finetune_epochs=3)
+
+
+def test_a_run_with_the_whole_recipe_trains_resumes_and_loads(tmp_path):
+    cfg = RunConfig(method="sast", arch="nmnist-conv", channels=(4,), norm="batch",
+                    init="firing-rate", rho_warmup_epochs=1.0, slope=2.0, slope_final=4.0,
+                    epochs=2, max_train_samples=64, time_bins=4, batch_size=32)
+    final = fit(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
+    init = read_json(tmp_path / "run" / "init.json")
+    assert init["target_rate"] == 0.1 and len(init["layers"]) == 1
+    assert 0 <= final["hard"]["accuracy"] <= 1
+    _, model = load_run(tmp_path / "run")
+    assert next(lif_layers(model)).surrogate.slope == pytest.approx(4.0)  # the final slope
+    # evaluation reads the deployed network: batch norm folded into the convolution
+    assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--diagnostics", action="store_true",
                           help="sharpness, Hessian spectrum, loss slice, contraction and "
                           "gradient-norm diagnostics (a minute or so on CPU)")
+    evaluate.add_argument("--attribution", action="store_true",
+                          help="accuracy lost per LIF layer swapped alone (and per prefix of "
+                          "layers) to hard spikes, and each layer's surrogate-vs-hard activity "
+                          "divergence (attribution.json)")
     evaluate.add_argument("--sharpness-rho", type=float, default=0.3, metavar="RHO",
                           help="radius of the worst-case sharpness measurement, the same for "
                           "every run whatever ρ it was trained with (default: 0.3)")
@@ -300,7 +304,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         args.run_dir, args.device, robustness=args.robustness, diagnostics=args.diagnostics,
         corruption=args.corruption, levels=args.levels or DROP_LEVELS,
         corruption_seeds=tuple(range(args.corruption_seeds)), progress=not args.no_progress,
-        sharpness_rho=args.sharpness_rho,
+        sharpness_rho=args.sharpness_rho, attribution=args.attribution,
     )
     evaluation = written["evaluation.json"]
     _print_result(evaluation["clean"], args.run_dir / "evaluation.json")
@@ -312,6 +316,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         tc = evaluation["threshold_calibration"]
         print(f"  threshold calibration: hard {100 * tc['hard_accuracy_before']:.2f}% → "
               f"{100 * tc['hard_accuracy_after']:.2f}% (scales {tc['scales']})")
+    if "attribution.json" in written:
+        from sast.attribution import summarise
+
+        print("  attribution (test part):\n" + summarise(written["attribution.json"]))
     for name in written:
         if name != "evaluation.json":
             print(f"  wrote {args.run_dir / name}")

@@ -46,8 +46,9 @@ from sast.runfolder import RunFolder, atomic_write_bytes, atomic_write_json, rea
 
 BACKENDS = ("local", "ray")
 SAM_FIELDS = ("rho", "adaptive", "eta", "sam_policy")
-EVALUATE_OPTIONS = {"robustness": False, "diagnostics": False, "corruption": "drop",
-                    "levels": None, "corruption_seeds": 3, "sharpness_rho": 0.3}
+EVALUATE_OPTIONS = {"robustness": False, "diagnostics": False, "attribution": False,
+                    "corruption": "drop", "levels": None, "corruption_seeds": 3,
+                    "sharpness_rho": 0.3}
 RESULT_COLUMNS = (
     "run", "status", "dataset", "arch", "method", "rho", "seed", "epochs", "split",
     "surrogate_accuracy", "hard_accuracy", "transfer_gap_pp", "surrogate_nll", "hard_nll",
@@ -205,7 +206,7 @@ def execute_run(cfg_dict: dict[str, Any], folder: str, evaluate: dict[str, Any],
                 diagnostics=opts["diagnostics"], corruption=opts["corruption"],
                 levels=opts["levels"] or DROP_LEVELS,
                 corruption_seeds=tuple(range(opts["corruption_seeds"])),
-                sharpness_rho=opts["sharpness_rho"],
+                sharpness_rho=opts["sharpness_rho"], attribution=opts["attribution"],
             )
             atomic_write_json(Path(folder) / EVALUATED, opts)
         RunFolder(folder).write_status("finished", epoch=cfg.epochs)

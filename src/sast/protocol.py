@@ -4,7 +4,9 @@
   firing rates, membrane margins, transfer gap), threshold calibration, training overhead;
 - ``robustness.json`` (``robustness=True``): accuracy against corruption severity, both modes;
 - ``diagnostics.json`` (``diagnostics=True``): sharpness, Hessian spectrum, loss slice,
-  contraction and gradient-norm measures.
+  contraction and gradient-norm measures;
+- ``attribution.json`` (``attribution=True``): the accuracy lost per LIF layer swapped to hard
+  spikes, and each layer's surrogate-vs-hard activity divergence (:mod:`sast.attribution`).
 
 docs/protocol.md says exactly what every number means.
 """
@@ -40,7 +42,7 @@ def evaluate_run(
     run_dir: str | Path, device: str = "auto", robustness: bool = False,
     diagnostics: bool = False, corruption: str = "drop", levels: Sequence[float] = DROP_LEVELS,
     corruption_seeds: Sequence[int] = (0, 1, 2), progress: bool = False,
-    sharpness_rho: float = SHARPNESS_RHO,
+    sharpness_rho: float = SHARPNESS_RHO, attribution: bool = False,
 ) -> dict[str, Any]:
     """Run the protocol on a run folder; returns what was written, keyed by file name.
 
@@ -86,6 +88,15 @@ def evaluate_run(
         result = {**run_header(cfg, "test"), **curve, "config": cfg.to_dict()}
         atomic_write_json(folder.root / "robustness.json", result)
         written["robustness.json"] = result
+
+    if attribution:
+        from sast.attribution import layer_attribution
+
+        result = {**run_header(cfg, "test"),
+                  **layer_attribution(model, data, dev, cfg.eval_batch_size),
+                  "config": cfg.to_dict()}
+        atomic_write_json(folder.root / "attribution.json", result)
+        written["attribution.json"] = result
 
     if diagnostics:
         from sast.diagnostics import run_diagnostics

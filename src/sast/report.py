@@ -33,6 +33,7 @@ class Run:
     evaluation: dict[str, Any] | None = None
     robustness: dict[str, Any] | None = None
     diagnostics: dict[str, Any] | None = None
+    attribution: dict[str, Any] | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
                 f"{folder.root} has no final.json: not a finished run (see its status.json)"
             )
         extra = {}
-        for name in ("evaluation", "robustness", "diagnostics"):
+        for name in ("evaluation", "robustness", "diagnostics", "attribution"):
             file = folder.root / f"{name}.json"
             extra[name] = read_json(file) if file.exists() else None
         runs.append(Run(folder.root, read_json(folder.final), **extra))
@@ -301,6 +302,70 @@ def _diagnostics_tables(groups: list[Group]) -> str:
         ["run group", "layer", "global contraction factor", "run-level factor",
          "% state-steps with factor ≥ 1", "max \\|u\\|", "state bound"], layer_rows)
     return text
+
+
+def _attribution_table(groups: list[Group]) -> str:
+    rows = []
+    for g in groups:
+        first = next((r for r in g.runs if r.attribution), None)
+        if first is None:
+            continue
+        for i in range(len(first.attribution["layers"])):
+            def lay(r: Run, key: str, i: int = i) -> float:
+                return r.attribution["layers"][i][key]
+
+            rows.append([
+                g.label, str(i + 1),
+                pm(g.values(lambda r: lay(r, "loss_alone_pp")), digits=1),
+                pm(g.values(lambda r, i=i: r.attribution["prefix"][i]["loss_pp"]), digits=1),
+                pm(g.values(lambda r: lay(r, "rate_surrogate")), digits=3),
+                pm(g.values(lambda r: lay(r, "rate_hard")), digits=3),
+                pm(g.values(lambda r: lay(r, "near_threshold_fraction")), 100, 1),
+                pm(g.values(lambda r: lay(r, "drift_isolated")[-1]), digits=3),
+            ])
+    if not rows:
+        return ""
+    return _table(["run group", "LIF layer", "acc lost, this layer alone hard (pp)",
+                   "acc lost, layers 1…ℓ hard (pp)", "rate surrogate", "rate hard",
+                   "% near threshold", "own drift at T (membrane units)"], rows)
+
+
+def figure_attribution(groups: list[Group], path: Path) -> bool:
+    """Accuracy lost per LIF layer swapped alone to hard spikes (bars, mean ± std over seeds),
+    and each layer's own membrane drift over time (first run of each group)."""
+    with_attr = _first_with(groups, "attribution")
+    if not with_attr:
+        return False
+    plt = _plt()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    width = 0.8 / len(with_attr)
+    for gi, (g, run) in enumerate(with_attr):
+        n_layers = len(run.attribution["layers"])
+        losses = [g.values(lambda r, i=i: r.attribution["layers"][i]["loss_alone_pp"])
+                  for i in range(n_layers)]
+        xs = np.arange(1, n_layers + 1) + (gi - (len(with_attr) - 1) / 2) * width
+        ax1.bar(xs, [v.mean() for v in losses], width, yerr=[v.std() for v in losses],
+                capsize=2, color=f"C{gi}", label=g.label)
+        for li, entry in enumerate(run.attribution["layers"]):
+            drift = entry["drift_isolated"]
+            ax2.plot(np.arange(1, len(drift) + 1), drift, color=f"C{gi}",
+                     ls=("-", "--", ":", "-.")[li % 4],
+                     label=f"{g.label} — LIF {li + 1}")
+    ax1.axhline(0, color="black", lw=0.8)
+    n_max = max(len(run.attribution["layers"]) for _, run in with_attr)
+    ax1.set_xticks(range(1, n_max + 1))
+    ax1.set_xlabel("LIF layer swapped alone to hard spikes")
+    ax1.set_ylabel("accuracy lost (pp)")
+    ax1.set_title("Where the transfer gap is lost", fontsize=10)
+    ax1.legend(fontsize=7)
+    ax2.set_xlabel("time step")
+    ax2.set_ylabel("mean |u_hard − u_surrogate|")
+    ax2.set_title("Each layer's own membrane drift (same input current)", fontsize=10)
+    ax2.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+    return True
 
 
 def _firing_table(groups: list[Group]) -> str:
@@ -640,6 +705,15 @@ def write_report(run_dirs: list[str | Path], out: str | Path, study: Any = None)
         lines += ["## Robustness to event corruption", "", robust]
         if figure_robustness(groups, figures / "robustness.png"):
             lines += ["![accuracy vs corruption](figures/robustness.png)", ""]
+    attribution = _attribution_table(groups)
+    if attribution:
+        lines += ["## Attribution: which layer loses the accuracy", "",
+                  "Each LIF layer swapped alone to hard spikes (the others surrogate), and "
+                  "layers 1…ℓ together, on the test part; rates, the share of surrogate "
+                  "state-steps with |u − ϑ| < 0.1 and each layer's own membrane drift at the "
+                  "last step (docs/protocol.md, Attribution).", "", attribution]
+        if figure_attribution(groups, figures / "attribution.png"):
+            lines += ["![accuracy lost per layer](figures/attribution.png)", ""]
     diag = _diagnostics_tables(groups)
     if diag:
         lines += ["## Diagnostics", "", diag]

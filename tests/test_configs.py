@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import pytest
@@ -5,8 +6,9 @@ import pytest
 from sast.config import RunConfig, load_config_file
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-RUN_CONFIGS = [p for p in CONFIGS if not p.name.startswith("reproduce-")]
+RUN_CONFIGS = [p for p in CONFIGS if not p.name.startswith(("reproduce-", "atlas"))]
 STUDIES = [p for p in CONFIGS if p.name.startswith("reproduce-")]
+ATLASES = [p for p in CONFIGS if p.name.startswith("atlas")]
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
@@ -19,6 +21,25 @@ def test_study_grids_are_valid(path):
     sast_epochs = {c.epochs for c in sweep.configs if c.method == "sast"}
     matched = [c for c in sweep.configs if c.method == "surrogate" and c.epochs not in sast_epochs]
     assert matched and all(c.epochs == 2 * max(sast_epochs) for c in matched)
+
+
+@pytest.mark.parametrize("path", ATLASES, ids=lambda p: p.name)
+def test_atlas_grids_are_valid(path):
+    from sast.experiment import load_sweep
+
+    sweep = load_sweep(path)
+    assert {c.method for c in sweep.configs} == {"surrogate", "sast"}
+    cells = {json.dumps({k: v for k, v in c.to_dict().items()
+                         if k not in ("method", "rho", "seed", "rho_warmup_epochs")},
+                        sort_keys=True) for c in sweep.configs}
+    for cell in cells:  # every cell has a baseline and at least two radii, on two seeds or more
+        runs = [c for c in sweep.configs
+                if json.dumps({k: v for k, v in c.to_dict().items()
+                               if k not in ("method", "rho", "seed", "rho_warmup_epochs")},
+                              sort_keys=True) == cell]
+        assert len({c.seed for c in runs}) >= 2
+        assert len({c.rho for c in runs if c.method == "sast"}) >= 2
+        assert any(c.method == "surrogate" for c in runs)
 
 
 @pytest.mark.parametrize("path", RUN_CONFIGS, ids=lambda p: p.name)

@@ -45,7 +45,7 @@ from sast.config import RunConfig, load_config_file
 from sast.runfolder import RunFolder, atomic_write_bytes, atomic_write_json, read_json
 
 BACKENDS = ("local", "ray")
-SAM_FIELDS = ("rho", "adaptive", "eta", "sam_policy")
+SAM_FIELDS = ("rho", "adaptive", "eta", "sam_policy", "rho_warmup_epochs")
 EVALUATE_OPTIONS = {"robustness": False, "diagnostics": False, "attribution": False,
                     "corruption": "drop", "levels": None, "corruption_seeds": 3,
                     "sharpness_rho": 0.3}

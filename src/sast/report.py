@@ -24,6 +24,8 @@ PAPER_OVERHEAD = 2.08
 """SAST's per-epoch training cost relative to the baseline, as the paper's abstract reports."""
 """Config fields that do not define a group (they change no number, or are the seed)."""
 MODES = ("surrogate", "hard")
+LABELLED_FIELDS = ("ste_finetune_epochs", "slope_final")
+"""Fields a group label names in words when they are set, never as ``field=value``."""
 
 
 @dataclass
@@ -106,7 +108,11 @@ def group_runs(runs: list[Run]) -> list[Group]:
         label = c["method"]
         if c["method"] in ("sast", "ste-sam"):
             label += f" ρ={c['rho']:g}"
-        extras = [f"{k}={c.get(k)}" for k in varying]
+        if c.get("ste_finetune_epochs"):
+            label += f" → STE fine-tune {c['ste_finetune_epochs']} ep"
+        if c.get("slope_final") is not None:
+            label += f", k {c['slope']:g}→{c['slope_final']:g}"
+        extras = [f"{k}={c.get(k)}" for k in varying if k not in LABELLED_FIELDS]
         group.label = label + (f" ({', '.join(extras)})" if extras else "")
     return ordered
 
@@ -149,6 +155,25 @@ def _is_ste(g: Group) -> bool:
     return g.config["method"] in ("ste", "ste-sam")
 
 
+def epochs_to(run: Run, accuracy: float = 0.5, mode: str = "surrogate") -> float | None:
+    """The first epoch whose validation accuracy in ``mode`` reaches ``accuracy``; inf when
+    none did; None when the run has no per-epoch validation record."""
+    rows = RunFolder(run.path).read_metrics() if run.path.is_dir() else []
+    key = f"val_{mode}_accuracy"
+    if not rows or key not in rows[0]:
+        return None
+    return next((float(r["epoch"]) for r in rows if r[key] >= accuracy), float("inf"))
+
+
+def _epochs_cell(values: np.ndarray) -> str:
+    if len(values) == 0:
+        return "–"
+    reached = values[np.isfinite(values)]
+    text = pm(reached, digits=1) if len(reached) else "never"
+    return text + (f" ({len(reached)} of {len(values)} reached it)"
+                   if len(reached) < len(values) else "")
+
+
 def _clean_table(groups: list[Group]) -> str:
     rows = []
     for g in groups:
@@ -159,9 +184,10 @@ def _clean_table(groups: list[Group]) -> str:
             pm(g.values(lambda r: r.final["transfer_gap_pp"])),
             pm(g.values(lambda r: r.final["surrogate"]["loss"]), digits=3),
             pm(g.values(lambda r: r.final["hard"]["loss"]), digits=3),
+            _epochs_cell(g.values(epochs_to)),
         ])
     text = _table(["run group", "seeds", "surrogate acc %", "hard acc %", "gap pp",
-                   "NLL surrogate", "NLL hard"], rows)
+                   "NLL surrogate", "NLL hard", "epochs to 50 % val (surrogate)"], rows)
     return text + (f"\n{STE_NOTE}\n" if any(_is_ste(g) for g in groups) else "")
 
 
@@ -626,6 +652,64 @@ def _paper_section(groups: list[Group], study: Any) -> list[str]:
             _table(["", "this study", "paper"], rows)]
 
 
+def rival_role(g: Group) -> str | None:
+    """What a run group is in the rivals table: the question it answers."""
+    c = g.config
+    if c["method"] == "sast":
+        return "sast"
+    if c["method"] in ("ste", "ste-sam"):
+        return "ste"
+    if c.get("ste_finetune_epochs"):
+        return "ste-finetune"
+    if c.get("slope_final") is not None:
+        return "slope-annealing"
+    return "surrogate"
+
+
+def _rivals_section(groups: list[Group]) -> list[str]:
+    """What closes the gap, and at what cost: the baseline, SAST at its validation-selected ρ
+    and every rival run on the same data, with the baseline's calibrated thresholds."""
+    plain = [g for g in groups if rival_role(g) == "surrogate"]
+    sam = [g for g in groups if rival_role(g) == "sast"]
+    rivals = [g for g in groups if rival_role(g) in ("ste", "ste-finetune", "slope-annealing")]
+    if not plain or not (sam or rivals):
+        return []
+    base = min(plain, key=lambda g: g.config["epochs"])
+    base_evals = float(np.median(base.values(grad_evals_total)))
+    best = select_best_rho(sam) if sam else None
+    rows = []
+
+    def row(name: str, g: Group) -> list[str]:
+        evals = g.values(grad_evals_total)
+        after = g.values(lambda r: r.evaluation["threshold_calibration"]["hard_accuracy_after"])
+        return [name, f"`{g.label}`",
+                pm(g.values(lambda r: r.final["surrogate"]["accuracy"]), 100, 1),
+                pm(g.values(lambda r: r.final["hard"]["accuracy"]), 100, 1),
+                pm(g.values(lambda r: r.final["transfer_gap_pp"]), digits=1),
+                f"{np.median(evals) / base_evals:.1f}×" if len(evals) else "–",
+                pm(after, 100, 1)]
+
+    rows.append(row("baseline (surrogate forward, base optimiser)", base))
+    if best is not None:
+        rows.append(row("SAST at its validation-selected ρ", best))
+    for g in plain:
+        if g is not base:
+            rows.append(row("baseline trained longer" + (
+                " (compute-matched)" if "compute-matched" in g.label else ""), g))
+    names = {"ste": "STE (hard forward, surrogate gradient)",
+             "ste-finetune": "baseline, then an STE fine-tune",
+             "slope-annealing": "baseline with the slope annealed towards a step"}
+    for g in rivals:
+        rows.append(row(names[rival_role(g)], g))
+    return ["## What closes the gap, and at what cost", "",
+            "Every way of getting a good hard-spike network from these runs, on the test part. "
+            "Compute is forward–backward passes relative to the baseline. The last column is "
+            "each method's hard accuracy after threshold calibration (per-layer threshold "
+            "scales fitted on validation, free at deployment), where `sast evaluate` ran.", "",
+            _table(["approach", "run group", "surrogate acc %", "hard acc %", "gap pp",
+                    "compute", "hard acc % with calibrated thresholds"], rows)]
+
+
 def _splits_section(runs: list[Run]) -> list[str]:
     """Where each run's training, validation and test parts come from, with class counts
     (one row per distinct split, as runs of a study share them)."""
@@ -687,6 +771,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, study: Any = None)
               "docs/protocol.md defines every number.", ""]
     lines += _splits_section(runs)
     lines += ["## Clean accuracy and transfer gap", "", _clean_table(groups)]
+    lines += _rivals_section(groups)
     if any(r.evaluation for r in runs):
         lines += ["## Calibration", "", "15 equal-width confidence bins, L1 (ECE) and max "
                   "(MCE) as torchmetrics defines them; temperature T fitted on the validation "

@@ -292,8 +292,10 @@ def test_adaptive_sharpness_first_step_is_asam():
     assert out["sharpness"] == pytest.approx(full_loss(model, batches).item() - loss0, rel=1e-9)
 
 
-def test_filter_normalised_direction():
-    model = tiny_model(hidden=(6,))
+@pytest.mark.parametrize("arch", ["mlp", "conv"])
+def test_filter_normalised_direction(arch):
+    model = (tiny_model(hidden=(6,)) if arch == "mlp"
+             else build_model("nmnist-conv", channels=(3, 4)))  # 4-D conv kernels too
     d = D.filter_normalised_direction(model, seed=4)
     for p, di in zip(model.parameters(), d, strict=True):
         if p.dim() == 1:

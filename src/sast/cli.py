@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--sharpness-rho", type=float, default=0.3, metavar="RHO",
                           help="radius of the worst-case sharpness measurement, the same for "
                           "every run whatever ρ it was trained with (default: 0.3)")
+    evaluate.add_argument("--diagnostic-samples", type=int, default=256, metavar="N",
+                          help="training samples the diagnostics are measured on, equally "
+                          "many per class (default: 256; the Hessian's cost grows with it)")
     evaluate.add_argument("--device", choices=DEVICES, default="auto",
                           help="auto (CUDA if present), cpu or cuda (default: auto)")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -309,6 +312,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         corruption=args.corruption, levels=args.levels or DROP_LEVELS,
         corruption_seeds=tuple(range(args.corruption_seeds)), progress=not args.no_progress,
         sharpness_rho=args.sharpness_rho, attribution=args.attribution,
+        diagnostic_samples=args.diagnostic_samples,
     )
     evaluation = written["evaluation.json"]
     _print_result(evaluation["clean"], args.run_dir / "evaluation.json")

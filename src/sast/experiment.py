@@ -48,7 +48,7 @@ BACKENDS = ("local", "ray")
 SAM_FIELDS = ("rho", "adaptive", "eta", "sam_policy", "rho_warmup_epochs")
 EVALUATE_OPTIONS = {"robustness": False, "diagnostics": False, "attribution": False,
                     "corruption": "drop", "levels": None, "corruption_seeds": 3,
-                    "sharpness_rho": 0.3}
+                    "sharpness_rho": 0.3, "diagnostic_samples": 256}
 RESULT_COLUMNS = (
     "run", "status", "dataset", "arch", "method", "rho", "seed", "epochs", "split",
     "surrogate_accuracy", "hard_accuracy", "transfer_gap_pp", "surrogate_nll", "hard_nll",
@@ -207,6 +207,7 @@ def execute_run(cfg_dict: dict[str, Any], folder: str, evaluate: dict[str, Any],
                 levels=opts["levels"] or DROP_LEVELS,
                 corruption_seeds=tuple(range(opts["corruption_seeds"])),
                 sharpness_rho=opts["sharpness_rho"], attribution=opts["attribution"],
+                diagnostic_samples=opts["diagnostic_samples"],
             )
             atomic_write_json(Path(folder) / EVALUATED, opts)
         RunFolder(folder).write_status("finished", epoch=cfg.epochs)

@@ -43,6 +43,7 @@ def evaluate_run(
     diagnostics: bool = False, corruption: str = "drop", levels: Sequence[float] = DROP_LEVELS,
     corruption_seeds: Sequence[int] = (0, 1, 2), progress: bool = False,
     sharpness_rho: float = SHARPNESS_RHO, attribution: bool = False,
+    diagnostic_samples: int = DIAGNOSTIC_SAMPLES,
 ) -> dict[str, Any]:
     """Run the protocol on a run folder; returns what was written, keyed by file name.
 
@@ -101,7 +102,7 @@ def evaluate_run(
     if diagnostics:
         from sast.diagnostics import run_diagnostics
 
-        sample = diagnostic_sample(splits.train, DIAGNOSTIC_SAMPLES, cfg.split_seed)
+        sample = diagnostic_sample(splits.train, diagnostic_samples, cfg.split_seed)
         batches = []
         for start in range(0, len(sample), 64):
             frames, labels = sample.batch(slice(start, start + 64))

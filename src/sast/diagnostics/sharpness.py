@@ -211,7 +211,8 @@ def filter_normalised_direction(model: nn.Module, seed: int) -> list[Tensor]:
         else:
             w = p.detach().to(torch.float64).cpu()
             dims = tuple(range(1, p.dim()))
-            d *= w.norm(dim=dims, keepdim=True) / (d.norm(dim=dims, keepdim=True) + 1e-10)
+            d *= (torch.linalg.vector_norm(w, dim=dims, keepdim=True)
+                  / (torch.linalg.vector_norm(d, dim=dims, keepdim=True) + 1e-10))
         direction.append(d.to(p))
     return direction
 

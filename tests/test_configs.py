@@ -6,9 +6,19 @@ import pytest
 from sast.config import RunConfig, load_config_file
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
-RUN_CONFIGS = [p for p in CONFIGS if not p.name.startswith(("reproduce-", "atlas"))]
-STUDIES = [p for p in CONFIGS if p.name.startswith("reproduce-")]
-ATLASES = [p for p in CONFIGS if p.name.startswith("atlas")]
+GRIDS = [p for p in CONFIGS if "grid" in load_config_file(p)]
+RUN_CONFIGS = [p for p in CONFIGS if p not in GRIDS]
+STUDIES = [p for p in GRIDS if p.name.startswith("reproduce-")]
+ATLASES = [p for p in GRIDS if p.name.startswith("atlas")]
+
+
+@pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.name)
+def test_every_shipped_grid_expands(path):
+    from sast.experiment import load_sweep
+
+    sweep = load_sweep(path)  # every run config of the grid is validated
+    assert len(sweep.configs) >= 2
+    assert len({c.method for c in sweep.configs}) >= 2  # something to compare
 
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)

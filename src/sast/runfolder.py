@@ -31,12 +31,41 @@ import torch
 from sast.atomicio import atomic_write, atomic_write_bytes, atomic_write_json
 
 __all__ = ["RunFolder", "atomic_torch_save", "atomic_write_bytes", "atomic_write_json",
-           "environment", "read_json"]
+           "environment", "load_checkpoint", "read_json"]
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
     """``torch.save`` to ``path`` atomically."""
     atomic_write(path, lambda fh: torch.save(obj, fh))
+
+
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "config", "input_shape", "n_classes")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A run's ``checkpoint.pt``, read with ``torch.load(weights_only=True)``: tensors and plain
+    containers only, so a checkpoint from someone else's run folder cannot run code on this
+    machine. ``ValueError`` naming the file when it is not a checkpoint ``sast`` wrote (a pickle
+    payload, a damaged file, missing keys)."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{path} does not exist") from None
+    except Exception as err:  # noqa: BLE001 - unpickling errors come in many types
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        # torch's message suggests weights_only=False; name the offending object instead
+        reason = next((line for line in lines if "GLOBAL" in line),
+                      lines[0] if lines else type(err).__name__)
+        raise ValueError(f"{path}: not a checkpoint sast can load safely (tensors and plain "
+                         f"values only): {reason}") from None
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a checkpoint dictionary, got {type(state).__name__}")
+    missing = [k for k in CHECKPOINT_KEYS if k not in state]
+    if missing:
+        raise ValueError(f"{path}: checkpoint lacks {', '.join(missing)}; it was not written by "
+                         "sast train (or is damaged)")
+    return state
 
 
 def read_json(path: Path) -> Any:

@@ -45,7 +45,14 @@ from sast.memory import PeakMemory
 from sast.models import SpikingNet, build_model, fold_batchnorm
 from sast.optim import SAM, build_base_optimizer
 from sast.results import run_header, timing_summary
-from sast.runfolder import RunFolder, atomic_torch_save, atomic_write_json, environment, read_json
+from sast.runfolder import (
+    RunFolder,
+    atomic_torch_save,
+    atomic_write_json,
+    environment,
+    load_checkpoint,
+    read_json,
+)
 from sast.splits import Splits, prepare_data
 from sast.splits import describe as describe_splits
 
@@ -324,7 +331,7 @@ def fit(
         saved = RunConfig.from_dict(read_json(folder.config), source=str(folder.config))
         _check_resumable(saved, cfg, folder)
         if folder.checkpoint.exists():
-            checkpoint = torch.load(folder.checkpoint, map_location="cpu", weights_only=False)
+            checkpoint = load_checkpoint(folder.checkpoint)
             if checkpoint["epoch"] > cfg.epochs:
                 raise ValueError(
                     f"cannot resume {folder.root} with epochs={cfg.epochs}: it has already "
@@ -452,7 +459,7 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Spiki
     if not folder.checkpoint.exists():
         raise FileNotFoundError(f"{folder.root} has no checkpoint.pt; has it trained an epoch?")
     cfg = RunConfig.from_dict(read_json(folder.config), source=str(folder.config))
-    state = torch.load(folder.checkpoint, map_location="cpu", weights_only=False)
+    state = load_checkpoint(folder.checkpoint)
     model = make_model(cfg, tuple(state["input_shape"]), state["n_classes"])
     model.load_state_dict(state["model"])
     set_slope(model, cfg.slope_at(state["epoch"] - 1))

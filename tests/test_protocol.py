@@ -97,6 +97,22 @@ def test_threshold_calibration_picks_the_best_scale_and_restores_the_model():
             pass
 
 
+def test_candidate_scores_reuse_the_prefix_and_equal_whole_evaluations():
+    from sast.thresholds import _score_candidates
+
+    torch.manual_seed(1)
+    model = build_model("nmnist-conv", channels=(3, 4), slope=2.0)
+    val = toy_data(n=30, seed=4)
+    # trials of one call differ only in the layer being calibrated
+    trials_of = {0: [[c, 1.3] for c in (0.5, 1.0, 1.7)], 1: [[0.8, c] for c in (0.4, 1.0, 2.0)]}
+    for layer, trials in trials_of.items():
+        fast = _score_candidates(model, val, layer, trials, "cpu", 8)
+        for trial, (acc, nll) in zip(trials, fast, strict=True):
+            with threshold_scales(model, trial):
+                whole = evaluate_mode(model, val, "hard", batch_size=8)
+            assert acc == whole["accuracy"] and nll == pytest.approx(whole["loss"], rel=1e-6)
+
+
 def test_robustness_curve_uses_clean_data_at_zero_and_each_seed_otherwise():
     model, data = toy_model(), toy_data()
     calls = []

@@ -73,6 +73,20 @@ a last, open bin."""
 MARGIN_DELTAS = (0.05, 0.1, 0.2)
 
 
+def margin_histogram(margin: torch.Tensor) -> np.ndarray:
+    """Counts of |margin| in the bins [e_b, e_{b+1}) of MARGIN_EDGES and a last open bin
+    [3, ∞), computed in the margin's own precision (``torch.histc``: a value within rounding of
+    an edge may land in the neighbouring bin)."""
+    m = margin.detach().abs().float()
+    top = float(MARGIN_EDGES[-1])
+    n_bins = len(MARGIN_EDGES) - 1
+    hist = torch.histc(m, bins=n_bins, min=0.0, max=top).to(torch.int64)
+    at_top = int((m == top).sum())  # histc closes its last bin; here 3 belongs to the open bin
+    hist[-1] -= at_top
+    open_bin = int((m >= top).sum())
+    return np.append(hist.cpu().numpy(), open_bin)
+
+
 @dataclass
 class ModeOutputs:
     """Everything one evaluation pass in one spike mode yields."""
@@ -122,13 +136,11 @@ def collect_outputs(
                 logits.append(model(time_first(frames, device)).cpu())
                 labels.append(y)
                 for i, layer in enumerate(layers):
-                    margin = (layer.membrane - layer.threshold).double()
+                    margin = layer.membrane - layer.threshold
                     spikes = spike(margin, layer.surrogate, mode)
-                    spike_sums[i] += float(spikes.sum())
+                    spike_sums[i] += float(spikes.sum(dtype=torch.float64))
                     n_states[i] += margin.numel()
-                    idx = torch.bucketize(margin.abs().flatten().cpu(),
-                                          torch.as_tensor(MARGIN_EDGES[1:]), right=True)
-                    counts[i] += np.bincount(idx.numpy(), minlength=len(MARGIN_EDGES))
+                    counts[i] += margin_histogram(margin)
     finally:
         model.train(was_training)
     return ModeOutputs(torch.cat(logits), torch.cat(labels),

@@ -178,9 +178,11 @@ def test_shipped_study_grids_load_from_the_package():
     from sast.reproduce import study_grid
 
     full = study_grid("nmnist")
-    rhos = full["grid"][0]["rho"]
-    assert rhos == [0.05, 0.1, 0.2, 0.3, 0.4, 0.5]
+    regime = full["grid"][0]
+    assert regime["arch"] == "nmnist-conv" and regime["slope"] == 2 and regime["init"] == "default"
+    assert regime["rho"] == [0.005, 0.01, 0.02, 0.05, 0.1]
     assert study_grid("dvsgesture", quick=True)["grid"][0]["dataset"] == "synthetic-gesture"
+    assert study_grid("atlas", quick=True)["grid"][1]["dataset"] == "synthetic-gesture"
 
 
 def test_status_follows_the_evaluation_asked_for(tmp_path):

@@ -203,3 +203,37 @@ def test_resuming_with_fewer_epochs_is_refused(tmp_path):
     fit(small(epochs=2), tmp_path / "run", progress=False, log=quiet)
     with pytest.raises(ValueError, match="already trained 2 epochs"):
         fit(small(epochs=1), tmp_path / "run", resume=True, progress=False, log=quiet)
+
+
+def test_a_nan_gradient_stops_the_run_naming_epoch_and_step_and_resume_with_lower_lr(
+        tmp_path, monkeypatch, capsys):
+    import sast.train as train_mod
+    from sast.cli import main
+
+    real_make_model = train_mod.make_model
+    calls = {"n": 0}
+
+    def poisoned(cfg, shape, n_classes):
+        model = real_make_model(cfg, shape, n_classes)
+        if cfg.lr > 5e-4:  # the first attempt: the 5th backward pass gives a NaN gradient
+            def hook(grad):
+                calls["n"] += 1
+                return grad * float("nan") if calls["n"] == 5 else grad
+            next(model.parameters()).register_hook(hook)
+        return model
+
+    monkeypatch.setattr(train_mod, "make_model", poisoned)
+    out = tmp_path / "run"
+    args = ["train", "--method", "surrogate", "--epochs", "3", "--max-train-samples", "96",
+            "--hidden", "8", "--time-bins", "4", "--batch-size", "32", "--out", str(out),
+            "--no-progress"]
+    assert main(args) == 3
+    err = capsys.readouterr().err
+    assert "the gradient of the training loss became nan (its norm) at step 2 of 3 in epoch 2" \
+        in err and "--resume --lr 0.0001" in err
+    status = read_json(out / "status.json")
+    assert status["status"] == "diverged" and status["epoch"] == 1
+    assert main([*args, "--resume", "--lr", "0.0001"]) == 0
+    metrics = RunFolder(out).read_metrics()
+    assert [r["epoch"] for r in metrics] == [1, 2, 3]
+    assert metrics[0]["lr"] == 1e-3 and metrics[1]["lr"] == metrics[2]["lr"] == 1e-4

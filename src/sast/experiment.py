@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from sast.config import RunConfig, load_config_file
+from sast.lock import folder_lock
 from sast.runfolder import RunFolder, atomic_write_bytes, atomic_write_json, read_json
 
 BACKENDS = ("local", "ray")
@@ -371,12 +372,18 @@ def run_sweep(
     sweep: Sweep, backend: str = "local", workers: int = 1, address: str | None = None,
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
-    """Execute every run that is not finished; returns the final results table."""
+    """Execute every run that is not finished; returns the final results table. The sweep
+    folder is locked meanwhile (:mod:`sast.lock`): a second process on it is refused."""
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; expected one of {BACKENDS}")
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
-    sweep.out.mkdir(parents=True, exist_ok=True)
+    with folder_lock(sweep.out, "sweep folder"):
+        return _run_sweep(sweep, backend, workers, address, log)
+
+
+def _run_sweep(sweep: Sweep, backend: str, workers: int, address: str | None,
+               log: Callable[[str], None]) -> list[dict[str, Any]]:
     atomic_write_json(sweep.out / "sweep.json", {
         "evaluate": sweep.evaluate, "resources": sweep.resources,
         "runs": [{"name": run_name(c), "config": c.to_dict()} for c in sweep.configs],

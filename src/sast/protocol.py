@@ -24,6 +24,7 @@ from sast.data.corruptions import Corruption
 from sast.data.registry import load_events
 from sast.data.subsets import class_counts
 from sast.evaluate import DROP_LEVELS, evaluate_clean, evaluate_mode, robustness_curve
+from sast.lock import folder_lock
 from sast.results import run_header, timing_summary
 from sast.runfolder import RunFolder, atomic_write_json
 from sast.splits import diagnostic_sample, prepare_data
@@ -48,7 +49,21 @@ def evaluate_run(
     """Run the protocol on a run folder; returns what was written, keyed by file name.
 
     Everything fitted — the temperature, the threshold scales — is fitted on the validation
-    part and scored on the test part, which never overlap (:mod:`sast.splits`)."""
+    part and scored on the test part, which never overlap (:mod:`sast.splits`). The run folder
+    is locked meanwhile (:mod:`sast.lock`)."""
+    if not RunFolder(run_dir).config.exists():
+        raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
+    with folder_lock(run_dir, "run folder"):
+        return _evaluate_run(run_dir, device, robustness, diagnostics, corruption, levels,
+                             corruption_seeds, progress, sharpness_rho, attribution,
+                             diagnostic_samples)
+
+
+def _evaluate_run(
+    run_dir: str | Path, device: str, robustness: bool, diagnostics: bool, corruption: str,
+    levels: Sequence[float], corruption_seeds: Sequence[int], progress: bool,
+    sharpness_rho: float, attribution: bool, diagnostic_samples: int,
+) -> dict[str, Any]:
     folder = RunFolder(run_dir)
     dev = resolve_device(device)
     cfg, model = load_run(run_dir, device=str(dev))

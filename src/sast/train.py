@@ -41,6 +41,7 @@ from sast.layers import (
     set_slope,
     set_spike_mode,
 )
+from sast.lock import folder_lock
 from sast.memory import PeakMemory
 from sast.models import SpikingNet, build_model, fold_batchnorm
 from sast.optim import SAM, build_base_optimizer
@@ -56,7 +57,7 @@ from sast.runfolder import (
 from sast.splits import Splits, prepare_data
 from sast.splits import describe as describe_splits
 
-RESUMABLE_CHANGES = ("epochs", "device")
+RESUMABLE_CHANGES = ("epochs", "device", "lr")
 """Config fields that may differ when a run is resumed."""
 
 
@@ -165,13 +166,27 @@ def batch_loader(
     )
 
 
-def _forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, int]:
+def gradient_norm(model: nn.Module) -> float:
+    """‖∇‖ over every parameter with a gradient (NaN or inf when any entry is)."""
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return 0.0
+    return float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))))
+
+
+def _forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
+                      what: str = "training loss") -> tuple[float, int]:
+    """Loss and correct count of one forward–backward pass; ``TrainingDiverged`` when the loss
+    or the gradient is NaN or infinite."""
     logits = model(x)
     loss = nn.functional.cross_entropy(logits, y)
     value = loss.item()
     if not math.isfinite(value):
-        raise TrainingDiverged(f"training loss became {value}")
+        raise TrainingDiverged(f"{what} became {value}")
     loss.backward()
+    norm = gradient_norm(model)
+    if not math.isfinite(norm):
+        raise TrainingDiverged(f"the gradient of the {what} became {norm} (its norm)")
     return value, int((logits.argmax(1) == y).sum().item())
 
 
@@ -198,7 +213,7 @@ def sam_step(
     optimizer.first_step(zero_grad=True)
     dx, dy = descent if descent is not None else (x, y)
     with frozen_batchnorm_statistics(model):
-        _forward_backward(model, dx, dy)
+        _forward_backward(model, dx, dy, what="loss at the SAM perturbation w + ε")
     optimizer.second_step(zero_grad=True)
     return StepResult(loss, correct, len(y), 2)
 
@@ -280,7 +295,10 @@ def train_epoch(
         if descent_batches is not None:
             d_frames, d_labels = next(descent_batches)
             descent = (time_first(d_frames, device), d_labels.to(device))
-        result = step_fn(model, optimizer, x, y, descent)
+        try:
+            result = step_fn(model, optimizer, x, y, descent)
+        except TrainingDiverged as err:
+            raise TrainingDiverged(f"{err} at step {step + 1} of {len(loader)}") from None
         _sync(device)
         step_times.append(time.perf_counter() - t0)
         total_loss += result.loss * result.n
@@ -317,8 +335,17 @@ def fit(
     """Train ``cfg`` into run folder ``out`` and return the contents of its ``final.json``.
 
     With ``resume=True`` an existing run in ``out`` continues from its last checkpoint
-    (``epochs`` may be raised to train further); a finished run is returned as it is.
+    (``epochs`` may be raised to train further); a finished run is returned as it is. The run
+    folder is locked while it trains (:mod:`sast.lock`): a second process is refused.
     """
+    with folder_lock(out, "run folder"):
+        return _fit(cfg, out, resume, progress, log)
+
+
+def _fit(
+    cfg: RunConfig, out: str | Path, resume: bool, progress: bool,
+    log,  # noqa: ANN001
+) -> dict[str, Any]:
     folder = RunFolder(out)
     device = resolve_device(cfg.device)
     checkpoint = None
@@ -362,8 +389,13 @@ def fit(
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
+        for group in optimizer.param_groups:  # the learning rate asked for now
+            group["lr"] = cfg.lr
+            if "initial_lr" in group:
+                group["initial_lr"] = cfg.lr
         if scheduler is not None and checkpoint.get("scheduler") is not None:
             scheduler.load_state_dict(checkpoint["scheduler"])
+            scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
             # the schedule of this run's length (it differs when epochs were raised)
             for group, base_lr, lr_at in zip(optimizer.param_groups, scheduler.base_lrs,
                                              scheduler.lr_lambdas, strict=True):
@@ -405,7 +437,9 @@ def fit(
             folder.write_status("running", epoch=epoch + 1)
             log(_epoch_line(row, cfg.epochs))
     except TrainingDiverged as err:
-        message = f"{err} in epoch {epoch + 1}; the last good checkpoint is after epoch {epoch}"
+        message = (f"{err} in epoch {epoch + 1}; the last good checkpoint is after epoch "
+                   f"{epoch}: continue from it with a lower learning rate, e.g. `sast train "
+                   f"--out {folder.root} --resume --lr {cfg.lr / 10:g}`")
         folder.write_status("diverged", message, epoch=epoch)
         raise TrainingDiverged(f"{folder.root}: {message}") from None
     except BaseException as err:

@@ -370,6 +370,8 @@ def _fit(
                     log(f"{folder.root}: already finished ({cfg.epochs} epochs)")
                     return final
     folder.root.mkdir(parents=True, exist_ok=True)
+    for stale in folder.root.glob(".*.tmp"):  # left by a write that was killed (we hold the lock)
+        stale.unlink(missing_ok=True)
     atomic_write_json(folder.config, cfg.to_dict())
     atomic_write_json(folder.env, environment(device))
 

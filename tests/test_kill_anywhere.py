@@ -64,8 +64,7 @@ elif point in ("checkpoint", "results"):
                     hang()
                 return real_write(path, half)
         return real_write(path, writer)
-    import sast.runfolder as runfolder
-    atomicio.atomic_write = runfolder.atomic_write = write
+    atomicio.atomic_write = write
 elif point == "final":
     def final(*args, **kwargs):
         hang()

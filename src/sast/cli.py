@@ -388,7 +388,7 @@ def main(argv: list[str] | None = None) -> int:
                 "sweep": cmd_sweep, "reproduce": cmd_reproduce, "datasets": cmd_datasets}
     try:
         return commands[args.command](args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as err:
+    except (ValueError, OSError, RuntimeError) as err:
         print(f"sast {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import platform
 import socket
@@ -28,15 +29,19 @@ from typing import Any
 import numpy as np
 import torch
 
-from sast.atomicio import atomic_write, atomic_write_bytes, atomic_write_json
+from sast.atomicio import atomic_write_bytes, atomic_write_json
 
 __all__ = ["RunFolder", "atomic_torch_save", "atomic_write_bytes", "atomic_write_json",
            "environment", "load_checkpoint", "read_json"]
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
-    """``torch.save`` to ``path`` atomically."""
-    atomic_write(path, lambda fh: torch.save(obj, fh))
+    """``torch.save`` to ``path`` atomically. The object is serialised in memory first, so a
+    failing disk surfaces as an ``OSError`` naming ``path`` (torch's own writer reports it as
+    an opaque ``RuntimeError``)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "config", "input_shape", "n_classes")

@@ -445,7 +445,10 @@ def _fit(
         folder.write_status("diverged", message, epoch=epoch)
         raise TrainingDiverged(f"{folder.root}: {message}") from None
     except BaseException as err:
-        folder.write_status("failed", f"{type(err).__name__}: {err}")
+        try:
+            folder.write_status("failed", f"{type(err).__name__}: {err}")
+        except OSError:  # the folder cannot be written at all: the error says why
+            pass
         raise
 
     final = final_evaluation(cfg, model, splits, device, folder)

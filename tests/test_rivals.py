@@ -44,3 +44,40 @@ def test_rivals_table_names_each_approach_with_its_compute():
     assert "| 2.0× |" in lines["baseline, then an STE fine-tune"]
     assert "| 1.0× |" in lines["baseline with the slope annealed towards a step"]
     assert "baseline trained longer" in lines
+
+
+def timed(run_, step_s, passes):
+    run_.final["timing"].update(step_time_s_median=step_s, grad_evals_per_step=passes)
+    return run_
+
+
+def test_the_conclusion_says_what_the_numbers_show_whichever_way_they_fall():
+    from sast.report import conclusion
+
+    runs = []
+    for seed in (0, 1, 2):
+        runs += [timed(run(seed, 0.85, 0.68 + 0.01 * seed, 100, after=0.83,
+                           method="surrogate", epochs=12), 0.10, 1),
+                 timed(run(seed, 0.84, 0.80, 200, val_hard=0.9, method="sast", rho=0.05,
+                           epochs=12), 0.21, 2),
+                 timed(run(seed, 0.60, 0.60, 200, val_hard=0.6, method="sast", rho=0.2,
+                           epochs=12), 0.20, 2),
+                 timed(run(seed, 0.40, 0.88, 100, method="ste", epochs=12), 0.1, 1)]
+    text = " ".join(conclusion(group_runs(runs)))
+    assert "a transfer gap of 16.0 ± 0.8 pp" in text
+    assert "validation-selected ρ = 0.05 — at the smallest radius of the grid" in text
+    assert "Its gap is 12.0 pp narrower (16.0 → 4.0), more than the seeds' spread" in text
+    assert "SAST does not halve" not in text and "SAST halves the baseline's gap" in text
+    assert "A SAST step costs 2.10× a baseline step" in text and "1.05× per" in text
+    assert "`ste`'s, 88.0 ± 0.0 %" in text and "gives 83.0 ± 0.0 % with hard spikes" in text
+
+
+def test_an_implausible_sam_cost_is_flagged_not_reported():
+    from sast.report import conclusion
+
+    runs = [timed(run(s, 0.8, 0.7, 100, method="surrogate"), 0.10, 1) for s in (0, 1)]
+    runs += [timed(run(s, 0.8, 0.7, 200, method="sast", rho=0.1), 0.078, 2) for s in (0, 1)]
+    text = " ".join(conclusion(group_runs(runs)))
+    assert "a SAM step measured 0.78× a baseline step, implausible for 2" in text
+    assert "A SAST step costs" not in text
+    assert "one seed per side" not in text and "within the seeds' spread" in text

@@ -628,8 +628,8 @@ def _paper_section(groups: list[Group], study: Any) -> list[str]:
         return ["## Against the published numbers", "", "No SAST run has a validation part "
                 "(`val_fraction: 0`), so no ρ can be selected without reading the test split.",
                 ""]
-    epoch = [float(np.median(g.values(lambda r: r.final["timing"]["epoch_time_s_median"])))
-             for g in (base, *sam)]
+    ratio, _, warning = sam_cost(base, best)
+    cost = f"{ratio:.2f}×" + (" (implausible: timings disturbed)" if warning else "")
     rows = [
         ["baseline hard-spike accuracy", f"{pm(base.values(hard), 100)} % (`{base.label}`)",
          f"{100 * study.baseline_hard:.1f} %"],
@@ -640,8 +640,7 @@ def _paper_section(groups: list[Group], study: Any) -> list[str]:
         ["SAST surrogate accuracy at that ρ",
          f"{pm(best.values(lambda r: r.final['surrogate']['accuracy']), 100)} %",
          "“remains high” (no number given)"],
-        ["SAST per-epoch cost / baseline", f"{np.median(epoch[1:]) / epoch[0]:.2f}×",
-         f"{PAPER_OVERHEAD:.2f}×"],
+        ["SAST step cost / baseline", cost, f"{PAPER_OVERHEAD:.2f}× (per epoch)"],
     ]
     return ["## Against the published numbers", "",
             "The paper's numbers are those of its abstract (arXiv 2603.18039); its "
@@ -710,6 +709,111 @@ def _rivals_section(groups: list[Group]) -> list[str]:
                     "compute", "hard acc % with calibrated thresholds"], rows)]
 
 
+PLAUSIBLE_SAM_COST = (1.3, 4.0)
+"""A SAM step makes two forward–backward passes: a measured step-time ratio outside this range
+says the timing was disturbed (a busy machine), not what SAM costs."""
+
+
+def _step_time(run: Run) -> float:
+    return run.final["timing"]["step_time_s_median"]
+
+
+def sam_cost(base: Group, sam: Group) -> tuple[float, float, str | None]:
+    """(step-time ratio, per-pass ratio, warning): medians over each group's runs of their
+    median step time (warm-up and evaluation excluded, as each epoch's median is); the
+    per-pass ratio divides SAM's step by its two passes. The warning is set when the step-time
+    ratio is implausible for two passes."""
+    b, s_ = np.median(base.values(_step_time)), np.median(sam.values(_step_time))
+    ratio = float(s_ / b)
+    passes = np.median(sam.values(lambda r: r.final["timing"]["grad_evals_per_step"]))
+    warning = None
+    lo, hi = PLAUSIBLE_SAM_COST
+    if not lo <= ratio <= hi:
+        warning = (f"a SAM step measured {ratio:.2f}× a baseline step, implausible for "
+                   f"{passes:.0f} forward–backward passes: the timings were disturbed (a busy "
+                   "machine?); time the two on an idle machine, e.g. `python "
+                   "benchmarks/bench_step.py`")
+    return ratio, ratio / passes, warning
+
+
+def _spread(values: np.ndarray) -> float:
+    return float(np.std(values)) if len(values) > 1 else 0.0
+
+
+def _compare(name: str, a: np.ndarray, b: np.ndarray, unit: str, higher: str,
+             lower: str) -> str:
+    """'<name> is D unit higher/lower (a → b), more than / within the seeds' spread'."""
+    diff = float(np.mean(b) - np.mean(a))
+    spread = _spread(a) + _spread(b)
+    if len(a) < 2 or len(b) < 2:
+        verdict = "one seed per side, so no spread to compare with"
+    elif abs(diff) > spread:
+        verdict = f"more than the seeds' spread ({spread:.1f} {unit}, sum of the two stds)"
+    else:
+        verdict = f"within the seeds' spread ({spread:.1f} {unit}): not a measured difference"
+    word = higher if diff > 0 else lower
+    return (f"{name} is {abs(diff):.1f} {unit} {word} ({np.mean(a):.1f} → {np.mean(b):.1f}), "
+            f"{verdict}")
+
+
+def conclusion(groups: list[Group]) -> list[str]:
+    """'What this study shows': the baseline's gap, SAST's at its validation-selected ρ, the
+    accuracy and compute they cost, the best rival — in plain words, whichever way they fall."""
+    plain = [g for g in groups if rival_role(g) == "surrogate"]
+    sam = [g for g in groups if rival_role(g) == "sast"]
+    if not plain:
+        return []
+    base = min(plain, key=lambda g: g.config["epochs"])
+
+    def acc(g: Group, mode: str) -> np.ndarray:
+        return 100 * g.values(lambda r: r.final[mode]["accuracy"])
+
+    def gap(g: Group) -> np.ndarray:
+        return g.values(lambda r: r.final["transfer_gap_pp"])
+
+    lines = [f"The baseline (`{base.label}`, {len(base.runs)} seeds) reaches "
+             f"{pm(acc(base, 'surrogate'), digits=1)} % with the surrogate spikes it was trained "
+             f"with and {pm(acc(base, 'hard'), digits=1)} % with hard spikes: a transfer gap of "
+             f"{pm(gap(base), digits=1)} pp."]
+    best = select_best_rho(sam) if sam else None
+    if best is not None:
+        rho = best.config["rho"]
+        edge = ""
+        rhos = sorted(g.config["rho"] for g in sam)
+        if len(rhos) > 1 and rho in (rhos[0], rhos[-1]):
+            edge = (f" — at the {'smallest' if rho == rhos[0] else 'largest'} radius of the "
+                    "grid, so a better ρ may lie beyond it")
+        lines.append(
+            f"SAST at its validation-selected ρ = {rho:g}{edge} reaches "
+            f"{pm(acc(best, 'surrogate'), digits=1)} % (surrogate) and "
+            f"{pm(acc(best, 'hard'), digits=1)} % (hard), a gap of {pm(gap(best), digits=1)} pp. "
+            + _compare("Its gap", gap(base), gap(best), "pp", "wider", "narrower") + "; "
+            + _compare("its hard accuracy", acc(base, "hard"), acc(best, "hard"), "pp",
+                       "higher", "lower") + "; "
+            + _compare("its surrogate accuracy", acc(base, "surrogate"),
+                       acc(best, "surrogate"), "pp", "higher", "lower") + ".")
+        if len(gap(base)) and np.mean(gap(base)) > 0:
+            if np.mean(gap(best)) <= 0.5 * np.mean(gap(base)):
+                lines.append("SAST halves the baseline's gap or better.")
+            else:
+                lines.append("SAST does not halve the baseline's gap.")
+        ratio, per_pass, warning = sam_cost(base, best)
+        lines.append(warning or f"A SAST step costs {ratio:.2f}× a baseline step (median step "
+                                f"times; {per_pass:.2f}× per forward–backward pass).")
+    rivals = [(g, acc(g, "hard")) for g in groups if g is not base and len(acc(g, "hard"))]
+    calibrated = base.values(
+        lambda r: r.evaluation["threshold_calibration"]["hard_accuracy_after"])
+    if rivals:
+        top, values = max(rivals, key=lambda gv: np.mean(gv[1]))
+        evals = np.median(top.values(grad_evals_total)) / np.median(base.values(grad_evals_total))
+        lines.append(f"The highest hard-spike accuracy of any run group is `{top.label}`'s, "
+                     f"{pm(values, digits=1)} %, at {evals:.1f}× the baseline's compute.")
+    if len(calibrated):
+        lines.append(f"Calibrating the baseline's thresholds on validation, at no training "
+                     f"cost, gives {pm(100 * calibrated, digits=1)} % with hard spikes.")
+    return ["## What this study shows", "", " ".join(lines), ""]
+
+
 def _splits_section(runs: list[Run]) -> list[str]:
     """Where each run's training, validation and test parts come from, with class counts
     (one row per distinct split, as runs of a study share them)."""
@@ -759,6 +863,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path, study: Any = None)
         lines.append(f"- **{g.label}**: " + ", ".join(
             f"`{r.path}` (seed {r.final['seed']})" for r in g.runs))
     lines.append("")
+    lines += conclusion(groups)
     if study is not None:
         lines += _paper_section(groups, study)
     splits = sorted({r.final["split"] for r in runs})

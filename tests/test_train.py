@@ -92,7 +92,9 @@ def test_crash_mid_epoch_then_resume(tmp_path, monkeypatch):
     monkeypatch.setitem(train.STEP_FUNCTIONS, "sast", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tmp_path / "crashed", progress=False, log=quiet)
-    assert read_json(tmp_path / "crashed" / "status.json")["status"] == "failed"
+    status = read_json(tmp_path / "crashed" / "status.json")
+    assert status["status"] == "interrupted" and status["epoch"] == 1
+    assert "interrupted after epoch 1; continue with `sast train --out" in status["message"]
     assert not (tmp_path / "crashed" / "final.json").exists()
     monkeypatch.setitem(train.STEP_FUNCTIONS, "sast", real_step)
     fit(cfg, tmp_path / "crashed", resume=True, progress=False, log=quiet)
@@ -237,3 +239,43 @@ def test_a_nan_gradient_stops_the_run_naming_epoch_and_step_and_resume_with_lowe
     metrics = RunFolder(out).read_metrics()
     assert [r["epoch"] for r in metrics] == [1, 2, 3]
     assert metrics[0]["lr"] == 1e-3 and metrics[1]["lr"] == metrics[2]["lr"] == 1e-4
+
+
+def test_a_run_that_failed_before_its_first_epoch_does_not_block_its_folder(tmp_path, capsys):
+    from sast.cli import main
+
+    out = tmp_path / "run"
+    bad = ["train", "--dataset", "nmnist", "--data-root", str(tmp_path / "typo"), "--out",
+           str(out), "--no-progress"]
+    assert main(bad) == 2  # the mistyped data root
+    assert (out / "config.json").exists() and not RunFolder(out).holds_run()
+    assert main(["train", "--out", str(out), "--resume", "--no-progress"]) == 2
+    assert "holds no run to resume" in capsys.readouterr().err
+    assert main(["train", "--method", "surrogate", "--epochs", "1", "--max-train-samples", "32",
+                 "--hidden", "8", "--time-bins", "4", "--out", str(out), "--no-progress"]) == 0
+    assert "stopped before finishing an epoch; starting afresh" in capsys.readouterr().out
+    assert main(["train", "--out", str(tmp_path / "nothing"), "--resume"]) == 2
+    assert "nothing holds no run to resume" in capsys.readouterr().err
+
+
+def test_ctrl_c_prints_one_line_and_records_an_interrupted_run(tmp_path, monkeypatch, capsys):
+    import sast.train as train
+    from sast.cli import main
+
+    real, calls = train.STEP_FUNCTIONS["surrogate"], {"n": 0}
+
+    def interrupted(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setitem(train.STEP_FUNCTIONS, "surrogate", interrupted)
+    out = tmp_path / "run"
+    assert main(["train", "--method", "surrogate", "--epochs", "3", "--max-train-samples", "96",
+                 "--hidden", "8", "--time-bins", "4", "--batch-size", "32", "--out", str(out),
+                 "--no-progress"]) == 130
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"sast train: interrupted after epoch 1; continue with `sast train --out "
+                   f"{out} --resume`"]
+    assert read_json(out / "status.json")["status"] == "interrupted"

@@ -133,7 +133,9 @@ def _add_config_options(parser: argparse.ArgumentParser) -> None:
         if field.name in FIELD_CHOICES:
             kwargs["choices"] = FIELD_CHOICES[field.name]
         default = getattr(defaults, field.name)
-        kwargs["help"] = f"{FIELD_HELP[field.name]} (default: {default})"
+        kwargs["help"] = FIELD_HELP[field.name] + (
+            "" if default is None or "default" in FIELD_HELP[field.name]
+            else f" (default: {default})")
         parser.add_argument("--" + field.name.replace("_", "-"), **kwargs)
 
 
@@ -283,15 +285,25 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = resolve_config(args)
     out = args.out or default_out(cfg)
-    if args.resume and (out / "config.json").exists():
-        from sast.runfolder import read_json
+    if args.resume:
+        from sast.runfolder import RunFolder, read_json
 
+        if not RunFolder(out).holds_run():
+            raise FileNotFoundError(f"{out} holds no run to resume (no checkpoint.pt or "
+                                    "final.json); drop --resume to start one there")
         cfg = resolve_config(args, base=read_json(out / "config.json"))
     try:
         final = fit(cfg, out, resume=args.resume, progress=not args.no_progress)
     except TrainingDiverged as err:
         print(f"sast train: {err}", file=sys.stderr)
         return 3
+    except KeyboardInterrupt:
+        from sast.runfolder import RunFolder, read_json
+
+        status = RunFolder(out).status
+        message = read_json(status).get("message", "") if status.exists() else ""
+        print(f"sast train: {message or 'interrupted'}", file=sys.stderr)
+        return 130
     _print_result(final, out / "final.json")
     if "note" in final:
         print(f"  note: {final['note']}")

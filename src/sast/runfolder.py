@@ -139,7 +139,10 @@ class RunFolder:
         return self.root / "final.json"
 
     def holds_run(self) -> bool:
-        return self.config.exists()
+        """Whether a run has trained here: a checkpoint or a final result. A folder whose run
+        failed before its first epoch (a mistyped data root, say) holds none and may be
+        reused."""
+        return self.config.exists() and (self.checkpoint.exists() or self.final.exists())
 
     def write_status(self, status: str, message: str = "", **extra: Any) -> None:
         atomic_write_json(

@@ -349,6 +349,8 @@ def _fit(
     folder = RunFolder(out)
     device = resolve_device(cfg.device)
     checkpoint = None
+    if folder.config.exists() and not folder.holds_run():
+        log(f"{folder.root}: its earlier run stopped before finishing an epoch; starting afresh")
     if folder.holds_run():
         if not resume:
             raise FileExistsError(
@@ -438,6 +440,11 @@ def _fit(
             })
             folder.write_status("running", epoch=epoch + 1)
             log(_epoch_line(row, cfg.epochs))
+    except KeyboardInterrupt:
+        done = len(folder.read_metrics())
+        folder.write_status("interrupted", f"interrupted after epoch {done}; continue with "
+                            f"`sast train --out {folder.root} --resume`", epoch=done)
+        raise
     except TrainingDiverged as err:
         message = (f"{err} in epoch {epoch + 1}; the last good checkpoint is after epoch "
                    f"{epoch}: continue from it with a lower learning rate, e.g. `sast train "

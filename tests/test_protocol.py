@@ -183,4 +183,20 @@ def test_evaluate_and_report_commands(two_runs, tmp_path, capsys):
 
 def test_report_needs_finished_runs(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
-    assert "no final.json" in capsys.readouterr().err
+    assert "holds no finished run: neither final.json nor run folders" in capsys.readouterr().err
+    (tmp_path / "config.json").write_text("{}")
+    assert main(["report", str(tmp_path)]) == 2
+    assert "run folder without final.json: it never finished an epoch" in capsys.readouterr().err
+
+
+def test_report_reads_a_sweep_folder(two_runs, tmp_path):
+    from sast.report import run_folders
+
+    sweep = tmp_path / "sweep"
+    (sweep / "runs").mkdir(parents=True)
+    for name in ("surrogate0", "sast0"):
+        (sweep / "runs" / name).symlink_to(two_runs / name)
+    (sweep / "runs" / "unfinished").mkdir()
+    assert [p.name for p in run_folders(sweep)] == ["sast0", "surrogate0"]
+    assert main(["report", str(sweep), "--out", str(tmp_path / "rep")]) == 0
+    assert "2 runs in 2 groups" in (tmp_path / "rep" / "report.md").read_text()

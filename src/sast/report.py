@@ -10,6 +10,7 @@ section appears when its files exist).
 from __future__ import annotations
 
 import json
+import textwrap
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,19 +62,40 @@ class Group:
         return np.asarray(out, dtype=float)
 
 
+def run_folders(path: str | Path) -> list[Path]:
+    """The finished run folders under ``path``: ``path`` itself when it holds a run's
+    ``final.json``; for a sweep or study folder (``runs/``) or a folder of run folders, each of
+    its runs that has finished. ``FileNotFoundError`` saying what was found otherwise."""
+    root = Path(path)
+    if (root / "final.json").exists():
+        return [root]
+    parent = root / "runs" if (root / "runs").is_dir() else root
+    if parent.is_dir():
+        found = sorted(d for d in parent.iterdir() if (d / "final.json").exists())
+        if found:
+            return found
+    if not root.exists():
+        raise FileNotFoundError(f"{root} does not exist")
+    if (root / "config.json").exists():
+        status = root / "status.json"
+        detail = (f"its status.json says {read_json(status).get('status')!r}"
+                  if status.exists() else "it never finished an epoch")
+        raise FileNotFoundError(f"{root} is a run folder without final.json: {detail}")
+    raise FileNotFoundError(f"{root} holds no finished run: neither final.json nor run folders "
+                            "with one (a sweep or study folder has them under runs/)")
+
+
 def load_runs(paths: list[str | Path]) -> list[Run]:
+    """The runs of ``paths``: run folders, or sweep and study folders (their finished runs)."""
     runs = []
     for p in paths:
-        folder = RunFolder(p)
-        if not folder.final.exists():
-            raise FileNotFoundError(
-                f"{folder.root} has no final.json: not a finished run (see its status.json)"
-            )
-        extra = {}
-        for name in ("evaluation", "robustness", "diagnostics", "attribution"):
-            file = folder.root / f"{name}.json"
-            extra[name] = read_json(file) if file.exists() else None
-        runs.append(Run(folder.root, read_json(folder.final), **extra))
+        for root in run_folders(p):
+            folder = RunFolder(root)
+            extra = {}
+            for name in ("evaluation", "robustness", "diagnostics", "attribution"):
+                file = folder.root / f"{name}.json"
+                extra[name] = read_json(file) if file.exists() else None
+            runs.append(Run(folder.root, read_json(folder.final), **extra))
     return runs
 
 
@@ -221,7 +243,11 @@ def _threshold_table(groups: list[Group]) -> str:
         rows.append([g.label, pm(before, 100), pm(g.values(lambda r: tc(r, "hard_accuracy_after")),
                                                    100),
                      "; ".join(str(r.evaluation["threshold_calibration"]["scales"])
-                               for r in g.runs if r.evaluation)])
+                               for r in g.runs
+                               if r.evaluation and "threshold_calibration" in r.evaluation)])
+    if not rows:
+        return ("No run has fitted threshold scales: they are fitted on the validation part, "
+                "and these runs have none (`val_fraction: 0`).\n")
     return _table(["run group", "hard acc % before", "hard acc % after", "scales (per run)"],
                   rows)
 
@@ -483,7 +509,7 @@ def figure_reliability(groups: list[Group], path: Path) -> bool:
     if not with_eval:
         return False
     plt = _plt()
-    fig, axes = plt.subplots(len(with_eval), 2, figsize=(7, 3.2 * len(with_eval)),
+    fig, axes = plt.subplots(len(with_eval), 2, figsize=(9, 3.6 * len(with_eval)),
                              squeeze=False)
     for gi, (g, run) in enumerate(with_eval):
         for mi, mode in enumerate(MODES):
@@ -494,13 +520,23 @@ def figure_reliability(groups: list[Group], path: Path) -> bool:
             acc, count = np.asarray(rel["accuracy"], float), np.asarray(rel["count"])
             width = upper - lower
             shown = count > 0
-            ax.bar(lower[shown], acc[shown], width=width[shown], align="edge",
-                   edgecolor="black", alpha=0.7, label="accuracy")
+            # a bin's opacity grows with its share of the samples: a bin of two samples
+            # should not look as weighty as one of two thousand
+            share = count / max(count.max(), 1)
+            for lo, w, a, n, f in zip(lower[shown], width[shown], acc[shown], count[shown],
+                                      share[shown], strict=True):
+                ax.bar(lo, a, width=w, align="edge", edgecolor="black", color="C0",
+                       alpha=0.15 + 0.75 * f)
+                ax.text(lo + w / 2, min(a, 0.93) + 0.02, str(int(n)), ha="center",
+                        va="bottom", fontsize=6)
+            ax.bar([], [], color="C0", alpha=0.6, edgecolor="black",
+                   label="accuracy (samples above each bin)")
             ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
             ax.set_xlim(0, 1)
-            ax.set_ylim(0, 1)
-            ax.set_title(f"{g.label} — {mode} spikes\nECE {cal['ece']:.3f} (seed "
-                         f"{run.final['seed']})", fontsize=9)
+            ax.set_ylim(0, 1.05)
+            title = textwrap.fill(g.label, 45)
+            ax.set_title(f"{title}\n{mode} spikes — ECE {cal['ece']:.3f} (seed "
+                         f"{run.final['seed']})", fontsize=8)
             ax.set_xlabel("confidence")
             ax.set_ylabel("accuracy")
             if gi == 0 and mi == 0:
@@ -554,7 +590,7 @@ def figure_loss_slices(groups: list[Group], path: Path) -> bool:
     ax.set_ylabel("training loss")
     ax.set_title("1-D loss slice through the trained weights")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     _save(fig, path)
     return True
 

@@ -129,3 +129,15 @@ def test_membrane_recording():
     x = torch.randn(4, 2, 3)
     lif(x)
     assert lif.membrane is not None and lif.membrane.shape == x.shape
+
+
+def test_batch_first_input_is_refused_where_the_model_can_tell():
+    model = build_model("nmnist-mlp", hidden=(8,), time_bins=6)
+    time_first = torch.rand(6, 4, 2, 34, 34)
+    assert model(time_first).shape == (4, 10)
+    with pytest.raises(ValueError, match=r"batch-first\? pass frames.transpose\(0, 1\)"):
+        model(time_first.transpose(0, 1))
+    with pytest.raises(ValueError, match=r"expects time-first frames \[T, B, 2, 34, 34\]"):
+        model(torch.rand(6, 4, 34, 34, 2))
+    # without time_bins the number of steps is free (the frame shape is still checked)
+    assert build_model("nmnist-mlp", hidden=(8,))(torch.rand(3, 2, 2, 34, 34)).shape == (2, 10)

@@ -151,3 +151,14 @@ def test_reference_accepts_learnable_parameters():
     assert beta.grad is not None and threshold.grad is not None
     s_fused, _ = lif_scan(x, 0.9, 1.0, "sigmoid", "surrogate")
     assert torch.allclose(s, s_fused, atol=1e-6)
+
+
+def test_the_slope_is_reachable_from_lif_scan():
+    x = torch.randn(6, 3, 4, dtype=torch.float64)
+    for scan in (lif_scan, lif_scan_reference):
+        s10, _ = scan(x, surrogate="sigmoid", slope=10.0)
+        explicit, _ = scan(x, surrogate=SigmoidSurrogate(slope=10.0))
+        default, _ = scan(x)
+        assert torch.equal(s10, explicit) and not torch.equal(s10, default)
+        with pytest.raises(ValueError, match="either in the Surrogate instance or as slope="):
+            scan(x, surrogate=SigmoidSurrogate(slope=2.0), slope=3.0)

@@ -17,8 +17,15 @@ def test_sam_step_matches_textbook_formula():
     rho, lr = 0.3, 0.1
     w = torch.nn.Parameter(torch.tensor(W0))
     sam = SAM(torch.optim.SGD([w], lr=lr), rho=rho)
-    quadratic(w).backward()
-    sam.step(lambda: (sam.zero_grad(), quadratic(w).backward()))
+
+    def closure():  # torch.optim style: zero, forward, backward, return the loss
+        sam.zero_grad()
+        loss = quadratic(w)
+        loss.backward()
+        return loss
+
+    loss = sam.step(closure)
+    assert float(loss) == pytest.approx(float(0.5 * W0 @ A @ W0))  # the loss at w
 
     g = A @ W0
     e = rho * g / np.linalg.norm(g)

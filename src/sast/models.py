@@ -59,14 +59,27 @@ deployed hard-spike network has nothing the trained surrogate network lacks."""
 
 
 class SpikingNet(nn.Sequential):
-    """A sequence of time-first layers; ``forward(frames[T, B, ...]) → logits[B, C]``."""
+    """A sequence of time-first layers; ``forward(frames[T, B, ...]) → logits[B, C]``.
+
+    ``input_shape`` (the frame shape, e.g. (P, H, W)) and ``time_bins`` (T), when set, are
+    checked on every call, so batch-first input ``[B, T, ...]`` is refused instead of being
+    read as T samples of B steps."""
+
+    input_shape: tuple[int, ...] | None = None
+    time_bins: int | None = None
 
     def forward(self, frames):  # noqa: ANN001, ANN201
+        shape = tuple(frames.shape)
         if frames.dim() < 3:
-            raise ValueError(
-                "SpikingNet expects time-first frames [T, B, ...], got shape "
-                f"{tuple(frames.shape)}"
-            )
+            raise ValueError(f"SpikingNet expects time-first frames [T, B, ...], got shape {shape}")
+        if self.input_shape is not None and shape[2:] != tuple(self.input_shape):
+            raise ValueError(f"SpikingNet expects time-first frames [T, B, "
+                             f"{', '.join(map(str, self.input_shape))}], got shape {shape}")
+        if self.time_bins is not None and shape[0] != self.time_bins:
+            hint = (" — batch-first? pass frames.transpose(0, 1)"
+                    if shape[1] == self.time_bins else "")
+            raise ValueError(f"SpikingNet was built for T = {self.time_bins} time steps first "
+                             f"([T, B, ...]), got shape {shape}{hint}")
         return super().forward(frames.float() if not frames.is_floating_point() else frames)
 
 
@@ -88,9 +101,12 @@ def build_model(
     channels_last: bool = True,
     scan_implementation: str = "fused",
     norm: str = "none",
+    time_bins: int | None = None,
 ) -> SpikingNet:
     """Build the named architecture. ``input_shape`` (P, H, W) and ``n_classes`` default to the
-    architecture's own; ``hidden`` and ``channels`` override its widths."""
+    architecture's own; ``hidden`` and ``channels`` override its widths. The model checks the
+    frame shape of its input, and with ``time_bins`` also the number of time steps (so
+    batch-first input is refused)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
     if readout not in READOUTS:
@@ -143,6 +159,7 @@ def build_model(
     else:
         layers.append(SpikeCountReadout(features, n_classes, **lif))
     model = SpikingNet(*layers)
+    model.input_shape, model.time_bins = input_shape, time_bins
     if spec.kind == "conv" and channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

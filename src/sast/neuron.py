@@ -179,6 +179,7 @@ def lif_scan_reference(
     threshold: float | Tensor = 1.0,
     surrogate: str | Surrogate = "sigmoid",
     mode: str = "surrogate",
+    slope: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """LIF scan in plain autograd (any order of derivatives; β and ϑ may be tensors that
     broadcast against one time step and may require grad).
@@ -188,7 +189,7 @@ def lif_scan_reference(
     """
     _check_current(current)
     check_spike_mode(mode)
-    sg = get_surrogate(surrogate)
+    sg = _surrogate_of(surrogate, slope)
     u = torch.zeros_like(current[0])
     s = torch.zeros_like(current[0])
     spikes, membrane = [], []
@@ -263,12 +264,19 @@ class _LIFScan(torch.autograd.Function):
         return grad_current, None, None, None, None
 
 
+def _surrogate_of(surrogate: str | Surrogate, slope: float | None) -> Surrogate:
+    if slope is not None and isinstance(surrogate, Surrogate):
+        raise ValueError("give the slope either in the Surrogate instance or as slope=, not both")
+    return get_surrogate(surrogate, slope)
+
+
 def lif_scan(
     current: Tensor,
     beta: float = 0.9,
     threshold: float = 1.0,
     surrogate: str | Surrogate = "sigmoid",
     mode: str = "surrogate",
+    slope: float | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Run LIF neurons over all time steps; return ``(spikes, membrane)``, each ``[T, B, ...]``.
 
@@ -278,7 +286,9 @@ def lif_scan(
         u[t] = β·u[t−1] + I[t] − ϑ·s[t−1],   s[t] = spike(u[t] − ϑ)
 
     with ``spike`` = σ_k (``"surrogate"``), H with H(0) = 0 (``"hard"``) or H forward and σ_k′
-    backward (``"ste"``). β (``beta``) and ϑ (``threshold``) are Python numbers here; the fused
+    backward (``"ste"``); ``slope`` is the surrogate's k (default: the family's, 5), as in
+    ``lif_scan(x, surrogate="atan", slope=2)``. β (``beta``) and ϑ (``threshold``) are Python
+    numbers here; the fused
     backward is first-order only. For tensor-valued or learnable β and ϑ, or for second
     derivatives, use :func:`lif_scan_reference`, which computes the same values.
 
@@ -295,4 +305,5 @@ def lif_scan(
             "lif_scan takes beta and threshold as Python numbers; use lif_scan_reference for "
             "tensor-valued or learnable parameters"
         )
-    return _LIFScan.apply(current, float(beta), float(threshold), get_surrogate(surrogate), mode)
+    return _LIFScan.apply(current, float(beta), float(threshold),
+                          _surrogate_of(surrogate, slope), mode)

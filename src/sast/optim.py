@@ -106,15 +106,29 @@ class SAM(Optimizer):
         if zero_grad:
             self.zero_grad()
 
-    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> None:  # type: ignore[override]
-        """One SAM step; ``closure`` must zero the gradients, compute the loss on the descent
-        batch, call ``backward`` and return the loss. Gradients at w must already be present."""
+    def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:  # type: ignore[override]
+        """One SAM step with a ``torch.optim``-style closure, which zeroes the gradients,
+        computes the loss (on the same minibatch each time), calls ``backward`` and returns the
+        loss. ``step`` calls it twice — at w, then at w + ε — and returns the loss at w::
+
+            def closure():
+                sam.zero_grad()
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                return loss
+
+            loss = sam.step(closure)
+        """
         if closure is None:
-            raise ValueError("SAM.step needs a closure that recomputes the loss and gradients")
+            raise ValueError("SAM.step needs a closure that zeroes the gradients, recomputes the "
+                             "loss, calls backward() and returns the loss")
+        with torch.enable_grad():
+            loss = closure()
         self.first_step(zero_grad=True)
         with torch.enable_grad():
             closure()
         self.second_step()
+        return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base_optimizer.zero_grad(set_to_none=set_to_none)

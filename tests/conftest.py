@@ -3,7 +3,11 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("SAST_TEST_DATA")
+                   or Path(__file__).resolve().parents[2] / "shared" / "data")
+"""Real recordings for the tests that need them: ``$SAST_TEST_DATA``, else ``../shared/data``
+beside the repository (``nmnist/Train/<digit>/*.bin``, ``dvsgesture/...``). Tests that need
+them skip, saying so, where the folder is absent."""
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -389,8 +389,9 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
     for spec in DATASETS.values():
         w, h, p = spec.sensor_size
+        origin = f"\n  get it from: {spec.origin}" if spec.origin else ""
         print(f"{spec.name}\n  {spec.description}\n  sensor {w}×{h}, {p} polarities, "
-              f"{spec.n_classes} classes\n  needs: {spec.needs}\n")
+              f"{spec.n_classes} classes\n  needs: {spec.needs}{origin}\n")
     return 0
 
 

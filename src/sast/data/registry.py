@@ -77,6 +77,8 @@ class DatasetSpec:
     """Dataset-specific preprocessing options and their defaults."""
     has_split: Callable[[str, Path | None], bool] = lambda split, root: True
     """Whether ``split`` is on disk under ``root`` (a partial copy may lack the test split)."""
+    origin: str = ""
+    """Where the real data comes from (nothing is downloaded by sast)."""
     groups: Callable[[str, Path | None], np.ndarray | None] = lambda split, root: None
     """The group (subject, recording) of each sample of ``split``, when samples share one:
     held-out parts then take whole groups. None: every sample is its own."""
@@ -165,6 +167,8 @@ DATASETS: dict[str, DatasetSpec] = {
             "N-MNIST (Orchard et al. 2015): MNIST digits recorded by an ATIS camera making three "
             "saccades, 34×34, ~300 ms per sample, 60 000 train / 10 000 test",
             _nmnist_source, needs_root=True, options={"first_saccade_only": False},
+            origin="https://www.garrickorchard.com/datasets/n-mnist (Train.zip, Test.zip; "
+            "CC BY-SA 4.0), or the files tonic.datasets.NMNIST downloaded",
             has_split=lambda split, root: (Path(root) / split.capitalize()).is_dir(),
         ),
         DatasetSpec(
@@ -185,6 +189,9 @@ DATASETS: dict[str, DatasetSpec] = {
             "128×128 DVS, one sample per labelled gesture (official 98/24 trial split); "
             "downsampled to 32×32 and cut to the first 1.5 s by default",
             _dvsgesture_source, needs_root=True,
+            origin="IBM Research's DvsGesture.tar.gz, "
+            "https://research.ibm.com/interactive/dvsgesture/ (CC BY 4.0), or tonic's "
+            "preprocessed copy (tonic.datasets.DVSGesture)",
             options={"window_ms": 1500.0, "downsample": 4},
             has_split=lambda split, root: dvsgesture_has_split(root, split),
             groups=lambda split, root: dvsgesture_subjects(root, split),

@@ -9,6 +9,8 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import numbers
+import reprlib
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -127,6 +129,7 @@ class RunConfig:
         return "dvsgesture-conv" if "gesture" in self.dataset else "nmnist-mlp"
 
     def validate(self) -> None:
+        self._check_types()
         choices = {
             "method": METHODS, "optimizer": OPTIMIZERS, "binning": BINNINGS,
             "lr_schedule": LR_SCHEDULES, "device": DEVICES, "sam_policy": SAM_POLICIES,
@@ -136,7 +139,8 @@ class RunConfig:
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+                raise ValueError(f"{name} must be one of {allowed}, got "
+                                 f"{_short(getattr(self, name))}")
         if self.arch is not None and self.arch not in ARCHITECTURES:
             raise ValueError(f"arch must be one of {sorted(ARCHITECTURES)}, got {self.arch!r}")
         positive_ints = ("time_bins", "epochs", "batch_size", "eval_batch_size")
@@ -144,6 +148,10 @@ class RunConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("hidden", "channels"):
+            widths = getattr(self, name)
+            if widths is not None and any(width < 1 for width in widths):
+                raise ValueError(f"{name} must hold positive widths, got {_short(widths)}")
         if self.max_train_samples is not None and self.max_train_samples < 1:
             raise ValueError(f"max_train_samples must be >= 1, got {self.max_train_samples}")
         if not 0.0 <= self.val_fraction < 1.0:
@@ -178,6 +186,20 @@ class RunConfig:
             raise ValueError(f"ste_finetune_epochs must be an integer in [0, epochs = "
                              f"{self.epochs}], got {self.ste_finetune_epochs!r}")
 
+    def _check_types(self) -> None:
+        """Each field holds a value of its annotated type (an int where a float is expected,
+        a float where an int is, or a bool for either is refused; ``hidden`` and ``channels``
+        are converted by ``__post_init__``)."""
+        for f in fields(self):
+            kinds = [kind.strip() for kind in str(f.type).split("|")]
+            kind = next(k for k in kinds if k != "None")
+            value = getattr(self, f.name)
+            if kind in _TYPE_CHECKS and not (
+                    (value is None and "None" in kinds) or _TYPE_CHECKS[kind](value)):
+                optional = " or null" if "None" in kinds else ""
+                raise ValueError(f"{f.name} must be {_TYPE_NAMES[kind]}{optional}, "
+                                 f"got {_short(value)}")
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         for name in ("hidden", "channels"):
@@ -190,26 +212,52 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> RunConfig:
+        """The config of a mapping of field names to values; ``ValueError`` naming ``source``
+        for anything else (not a mapping, unknown fields, values of the wrong type or range)."""
+        if not isinstance(data, dict):
+            raise ValueError(f"{source}: expected a mapping of config fields, got "
+                             f"{type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = [k for k in data if k not in known]
         if unknown:
             hints = []
             for k in unknown:
-                close = difflib.get_close_matches(k, known, n=1)
-                hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+                close = difflib.get_close_matches(str(k), known, n=1)
+                hints.append(_short(k) + (f" (did you mean {close[0]!r}?)" if close else ""))
             raise ValueError(f"{source}: unknown config field(s) {', '.join(hints)}")
         try:
             return cls(**data)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, OverflowError) as err:
             raise ValueError(f"{source}: {err}") from None
 
 
+_TYPE_CHECKS = {
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+}
+_TYPE_NAMES = {"str": "a string", "bool": "true or false", "int": "an integer",
+               "float": "a number"}
+
+
+def _short(value: Any) -> str:
+    """A bounded repr: a value read from a file may be huge (YAML aliases nest cheaply)."""
+    return reprlib.repr(value)
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or JSON mapping of config fields (not yet validated)."""
+    """Read a YAML or JSON mapping of config fields (not yet validated). ``FileNotFoundError``
+    when ``path`` is not a file; ``ValueError`` naming it when it is not UTF-8 text, cannot be
+    parsed or is not a mapping."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {path} is not UTF-8 text (byte {err.start}: "
+                         f"{err.reason})") from None
     try:
         if path.suffix == ".json":
             data = json.loads(text)

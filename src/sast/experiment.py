@@ -29,7 +29,10 @@ import hashlib
 import io
 import itertools
 import json
+import math
+import numbers
 import os
+import reprlib
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -58,6 +61,10 @@ RESULT_COLUMNS = (
 )
 """The columns of every results table; the config fields a grid varies are added after
 ``seed``, and the whole config goes last as one JSON column (``config``)."""
+MAX_GRID_COMBINATIONS = 20_000
+"""The most field combinations a grid file may expand to (before deduplication; about 0.4 ms
+each): the largest shipped grid, atlas.yaml, has 2136, and a few lines of YAML could otherwise
+describe billions."""
 
 
 @dataclass
@@ -96,16 +103,9 @@ def run_name(cfg: RunConfig) -> str:
 def expand_grid(grid: dict[str, Any], source: str = "grid") -> list[RunConfig]:
     """The cartesian product of the list-valued fields, canonicalised and deduplicated (in the
     order of the grid). ``hidden`` and ``channels`` are lists themselves: give a list of lists
-    to sweep them."""
-    axes: list[tuple[str, list[Any]]] = []
-    for key, value in grid.items():
-        is_shape = key in ("hidden", "channels")
-        if isinstance(value, list) and (not is_shape or any(isinstance(v, list) for v in value)):
-            if not value:
-                raise ValueError(f"{source}: field {key!r} has an empty list of values")
-            axes.append((key, value))
-        else:
-            axes.append((key, [value]))
+    to sweep them. At most ``MAX_GRID_COMBINATIONS`` combinations."""
+    axes = _grid_axes(grid, source)
+    _check_combinations(math.prod(len(values) for _, values in axes), source)
     configs, seen = [], set()
     for combo in itertools.product(*(values for _, values in axes)):
         fields_ = {key: value for (key, _), value in zip(axes, combo, strict=True)}
@@ -117,8 +117,30 @@ def expand_grid(grid: dict[str, Any], source: str = "grid") -> list[RunConfig]:
     return configs
 
 
+def _grid_axes(grid: dict[str, Any], source: str) -> list[tuple[str, list[Any]]]:
+    """``(field, values)`` of each field of a grid: its list, or its one value."""
+    axes: list[tuple[str, list[Any]]] = []
+    for key, value in grid.items():
+        is_shape = key in ("hidden", "channels")
+        if isinstance(value, list) and (not is_shape or any(isinstance(v, list) for v in value)):
+            if not value:
+                raise ValueError(f"{source}: field {reprlib.repr(key)} has an empty list of "
+                                 "values")
+            axes.append((key, value))
+        else:
+            axes.append((key, [value]))
+    return axes
+
+
+def _check_combinations(n: int, source: str) -> None:
+    if n > MAX_GRID_COMBINATIONS:
+        raise ValueError(f"{source}: the grid expands to {n} field combinations, more than "
+                         f"MAX_GRID_COMBINATIONS = {MAX_GRID_COMBINATIONS}")
+
+
 def load_sweep(path: str | Path, out: str | Path | None = None) -> Sweep:
-    """Read a grid file (see the module docstring)."""
+    """Read a grid file (see the module docstring). ``FileNotFoundError`` when it does not
+    exist, ``ValueError`` naming it for anything malformed."""
     path = Path(path)
     return sweep_from_dict(load_config_file(path), str(path), out, Path("sweeps") / path.stem)
 
@@ -129,20 +151,33 @@ def sweep_from_dict(data: dict[str, Any], source: str, out: str | Path | None = 
     """A sweep from the contents of a grid file; ``overrides`` replace fields in every grid.
     ``grid`` may also be a list of grids, whose runs are concatenated (deduplicated)."""
     path = source
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of config fields or 'grid:'")
     known = {"grid", "out", "evaluate", "resources"}
     grid = data.get("grid", {k: v for k, v in data.items() if k not in known})
     grids = grid if isinstance(grid, list) else [grid]
     if not grids or not all(isinstance(g, dict) and g for g in grids):
         raise ValueError(f"{path}: expected config fields, or a 'grid:' mapping of them")
     evaluate = data.get("evaluate") or {}
+    if not isinstance(evaluate, dict):
+        raise ValueError(f"{path}: evaluate must be a mapping of options")
     unknown = set(evaluate) - set(EVALUATE_OPTIONS)
     if unknown:
-        raise ValueError(f"{path}: unknown evaluate option(s) {sorted(unknown)}; expected "
+        raise ValueError(f"{path}: unknown evaluate option(s) "
+                         f"{reprlib.repr(sorted(map(str, unknown)))}; expected "
                          f"{sorted(EVALUATE_OPTIONS)}")
+    _check_evaluate(evaluate, path)
     resources = data.get("resources") or {}
-    if set(resources) - {"num_cpus", "num_gpus"}:
-        raise ValueError(f"{path}: resources takes num_cpus and num_gpus")
+    if not isinstance(resources, dict) or set(resources) - {"num_cpus", "num_gpus"} or not all(
+            isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0
+            for v in resources.values()):
+        raise ValueError(f"{path}: resources takes num_cpus and num_gpus, numbers >= 0")
+    if not isinstance(data.get("out"), str | None):
+        raise ValueError(f"{path}: out must be a folder name, got {reprlib.repr(data['out'])}")
     folder = Path(out or data.get("out") or default_out)
+    _check_combinations(sum(math.prod(len(values) for _, values in
+                                      _grid_axes({**g, **(overrides or {})}, path))
+                            for g in grids), path)
     configs, names = [], set()
     for g in grids:
         for cfg in expand_grid({**g, **(overrides or {})}, path):
@@ -150,6 +185,24 @@ def sweep_from_dict(data: dict[str, Any], source: str, out: str | Path | None = 
                 names.add(run_name(cfg))
                 configs.append(cfg)
     return Sweep(folder, configs, evaluate, resources)
+
+
+def _check_evaluate(evaluate: dict[str, Any], source: str) -> None:
+    """Each evaluate option holds a value of its default's type (``levels``: null or a list of
+    numbers)."""
+    for key, value in evaluate.items():
+        default = EVALUATE_OPTIONS[key]
+        if default is None:
+            ok = value is None or (isinstance(value, list) and all(
+                isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value))
+        elif isinstance(default, bool | str):
+            ok = isinstance(value, type(default))
+        else:
+            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and value >= 0
+            ok = ok and (isinstance(value, numbers.Integral) or isinstance(default, float))
+        if not ok:
+            raise ValueError(f"{source}: evaluate option {key!r} = {reprlib.repr(value)} is not "
+                             f"of the type of its default {default!r}")
 
 
 # ---------------------------------------------------------------- one run

@@ -45,15 +45,20 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
 
 
 CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "config", "input_shape", "n_classes")
+_ZIP_MAGIC = b"PK\x03\x04"
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
     """A run's ``checkpoint.pt``, read with ``torch.load(weights_only=True)``: tensors and plain
     containers only, so a checkpoint from someone else's run folder cannot run code on this
     machine. ``ValueError`` naming the file when it is not a checkpoint ``sast`` wrote (a pickle
-    payload, a damaged file, missing keys)."""
+    payload, a damaged file, missing keys, torch's legacy non-zip format, whose loader allocates
+    the storage sizes its header names before reading them)."""
     path = Path(path)
     try:
+        with open(path, "rb") as fh:
+            if fh.read(4) != _ZIP_MAGIC:
+                raise ValueError("not a zip archive, the format torch.save writes")
         state = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist") from None
@@ -74,13 +79,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def read_json(path: Path) -> Any:
+    """The JSON value in ``path``: ``FileNotFoundError`` when it does not exist, ``ValueError``
+    naming it when it is not UTF-8 JSON (or nests too deeply, or holds too long a number)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text())
+        return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{path} does not exist") from None
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON: {err}") from None
+    except (ValueError, RecursionError) as err:  # JSONDecodeError, UnicodeDecodeError, ...
+        raise ValueError(f"{path} is not valid JSON: {_reason(err)}") from None
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text (byte {err.start}: {err.reason})"
+    return str(err)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -152,16 +165,25 @@ class RunFolder:
         )
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """The rows of ``metrics.jsonl`` ([] when absent); ``ValueError`` naming the file and the
+        line that is not a JSON object (or the byte that is not UTF-8)."""
         if not self.metrics.exists():
             return []
+        try:
+            text = self.metrics.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ValueError(f"{self.metrics}: {_reason(err)}") from None
         rows = []
-        for n, line in enumerate(self.metrics.read_text().splitlines(), 1):
+        for n, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:
+                row = json.loads(line)
+            except (ValueError, RecursionError):
                 raise ValueError(f"{self.metrics}: line {n} is not valid JSON") from None
+            if not isinstance(row, dict):
+                raise ValueError(f"{self.metrics}: line {n} is not a JSON object")
+            rows.append(row)
         return rows
 
     def write_metrics(self, rows: list[dict[str, Any]]) -> None:

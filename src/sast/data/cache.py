@@ -32,6 +32,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sast.data.frames import NIBBLE_MAX, pack_nibbles
+from sast.data.npyfile import load_npy
 
 FRAME_CACHE_VERSION = 2
 _CRC_CHUNK = 1 << 24
@@ -95,35 +96,39 @@ class FrameCache:
 
     def load(self, key: str) -> CachedFrames | None:
         """The cached frames (memory-mapped) and labels of ``key``; None when absent. A damaged
-        entry raises ``ValueError`` naming what is wrong."""
+        entry (a file missing, unreadable, not matching its checksum, shape or dtype in
+        ``meta.json``) raises ``ValueError`` naming the file."""
         folder = self.entry(key)
         if not folder.exists():
             return None
         meta_path = folder / "meta.json"
         try:
-            meta = json.loads(meta_path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        except (OSError, ValueError, RecursionError) as err:  # ValueError: JSON, UTF-8
             raise ValueError(f"{meta_path} is unreadable: {err}") from None
+        shape, packed = _meta_shape(meta, meta_path)
         frames_path, labels_path = folder / "frames.npy", folder / "labels.npy"
         for path in (frames_path, labels_path):
-            if not path.exists():
-                raise ValueError(f"{path} is missing")
+            if not path.is_file():
+                raise ValueError(f"{path} is missing or not a file")
         if str(folder) not in _verified:
             for path, crc in ((frames_path, meta.get("frames_crc32")),
                               (labels_path, meta.get("labels_crc32"))):
-                if file_crc32(path) != crc:
+                try:
+                    matches = file_crc32(path) == crc
+                except OSError as err:
+                    raise ValueError(f"{path} is unreadable: {err}") from None
+                if not matches:
                     raise ValueError(f"{path} does not match the checksum in {meta_path}")
             _verified.add(str(folder))
-        try:
-            frames = np.load(frames_path, mmap_mode="c")
-            labels = np.load(labels_path)
-        except ValueError as err:
-            raise ValueError(f"{folder}: unreadable array: {err}") from None
-        shape = meta.get("shape")
-        packed = meta.get("encoding") == "u4"
+        frames = load_npy(frames_path, mmap_mode="c")
+        labels = load_npy(labels_path)
         stored = shape[:-1] + [(shape[-1] + 1) // 2] if packed else shape
         if list(frames.shape) != stored or labels.shape != (frames.shape[0],):
             raise ValueError(f"{folder}: arrays do not have the shape recorded in meta.json")
+        if frames.dtype != np.uint8 or labels.dtype != np.int64:
+            raise ValueError(f"{folder}: frames.npy and labels.npy must hold uint8 and int64, "
+                             f"found {frames.dtype} and {labels.dtype}")
         return CachedFrames(frames, labels, shape[-1] if packed else None)
 
     def store(self, key: str, params: dict[str, Any], shape: tuple[int, ...],
@@ -199,6 +204,19 @@ class FrameCache:
             return found, True
         shape, chunks = build()
         return self.store(key, params, shape, chunks), False
+
+
+def _meta_shape(meta: Any, meta_path: Path) -> tuple[list[int], bool]:
+    """``(shape [N, T, P, H, W], nibble-packed)`` recorded in an entry's ``meta.json``."""
+    shape = meta.get("shape") if isinstance(meta, dict) else None
+    if not (isinstance(shape, list) and len(shape) == 5 and all(
+            isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        raise ValueError(f"{meta_path}: expected a JSON object with 'shape': [N, T, P, H, W] "
+                         "(non-negative integers)")
+    encoding = meta.get("encoding")
+    if encoding not in ("u4", "u8"):
+        raise ValueError(f"{meta_path}: unknown encoding {encoding!r}; expected 'u4' or 'u8'")
+    return shape, encoding == "u4"
 
 
 def _repack_nibbles(frames: np.ndarray, path: Path, block: int = 1024) -> None:

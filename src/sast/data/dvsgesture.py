@@ -32,6 +32,7 @@ The stored dtype is not documented; integer and floating-point arrays are both r
 
 from __future__ import annotations
 
+import math
 import os
 import struct
 from collections.abc import Sequence
@@ -41,6 +42,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from .events import EVENT_DTYPE, EventSet, SensorSize, make_events
+from .npyfile import load_npy
 
 DVSGESTURE_READER_VERSION = 1
 
@@ -63,6 +65,7 @@ DVS128_SENSOR_SIZE: SensorSize = (128, 128, 2)
 
 LABEL_DTYPE = np.dtype([("label0", "<i8"), ("start_us", "<i8"), ("end_us", "<i8")])
 
+_INT64_MAX = (1 << 63) - 1
 _PACKET_HEADER = struct.Struct("<hhiiiiii")
 _POLARITY_EVENT = 1
 _END_HEADER = b"#!END-HEADER"
@@ -95,8 +98,8 @@ def read_aedat31(path: str | os.PathLike, sensor_size: Sequence[int] = (128, 128
       microseconds ``t = (eventTSOverflow << 31) | timestamp``.
 
     ``ValueError`` naming the file for a missing end of header, a truncated packet
-    (with its byte offset), a polarity packet whose events are not 8 bytes, or an
-    address outside ``sensor_size`` ``(W, H)``.
+    (with its byte offset), a polarity packet whose events are not 8 bytes or whose
+    ``eventTSOverflow`` is negative, or an address outside ``sensor_size`` ``(W, H)``.
     """
     buf = Path(path).read_bytes()
     packets = _polarity_packets(buf, _body_start(buf, path), path)
@@ -146,6 +149,11 @@ def _polarity_packets(buf: bytes, pos: int, path: str | os.PathLike) -> np.ndarr
                     f"{name}: polarity packet at byte {pos} has eventSize {size} and "
                     f"eventTSOffset {ts_offset}; AEDAT 3.1 polarity events are 8 bytes "
                     "with the timestamp at byte 4"
+                )
+            if overflow < 0:
+                raise ValueError(
+                    f"{name}: polarity packet at byte {pos} has a negative eventTSOverflow "
+                    f"{overflow}"
                 )
             packets.append((body, capacity, overflow))
         pos = body + capacity * size
@@ -205,10 +213,11 @@ def read_gesture_labels(path: str | os.PathLike) -> np.ndarray:
     gesture: class 1..11 (``label0 = class - 1``) and its start and end in
     microseconds on the recording's clock. Blank lines are ignored. ``ValueError``
     naming the file and line for a bad header or row (column count, integers,
-    class range, end after start).
+    class range, end after start, times beyond int64), or naming the byte offset of
+    text that is not UTF-8.
     """
     name = os.fspath(path)
-    lines = Path(path).read_text().splitlines()
+    lines = _read_lines(path)
     if not lines or lines[0].strip() != _LABELS_HEADER:
         raise ValueError(f"{name}, line 1: expected the header {_LABELS_HEADER!r}")
     rows = [
@@ -232,17 +241,37 @@ def _parse_label_row(line: str, name: str, number: int) -> tuple[int, int, int]:
         raise ValueError(f"{where}: class {cls} outside 1..{len(GESTURE_CLASSES)}")
     if start < 0 or end <= start:
         raise ValueError(f"{where}: need 0 <= startTime_usec < endTime_usec, got {start}, {end}")
+    if end > _INT64_MAX:
+        raise ValueError(f"{where}: endTime_usec {end} is beyond int64 microseconds")
     return cls - 1, start, end
 
 
 def read_trial_list(path: str | os.PathLike) -> list[str]:
-    """Recording names (``userNN_<lighting>.aedat``) listed one per line; blank lines ignored."""
-    names = [line.strip() for line in Path(path).read_text().splitlines()]
-    names = [name for name in names if name]
-    for name in names:
-        if not name.endswith(".aedat"):
-            raise ValueError(f"{os.fspath(path)}: {name!r} is not an .aedat file name")
+    """Recording names (``userNN_<lighting>.aedat``) listed one per line; blank lines ignored.
+    ``ValueError`` naming the file (and line) for a name that is not a plain ``.aedat`` file
+    name in the list's folder, or for text that is not UTF-8."""
+    names = []
+    for number, line in enumerate(_read_lines(path), start=1):
+        name = line.strip()
+        if not name:
+            continue
+        if not name.endswith(".aedat") or Path(name).name != name or "\\" in name or "\0" in name:
+            raise ValueError(
+                f"{os.fspath(path)}, line {number}: {name!r} is not an .aedat file name"
+            )
+        names.append(name)
     return names
+
+
+def _read_lines(path: str | os.PathLike) -> list[str]:
+    """The lines of a UTF-8 text file (a byte-order mark is skipped), split at line breaks
+    only, so that line numbers match a text editor's."""
+    try:
+        return Path(path).read_text(encoding="utf-8-sig").split("\n")
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{os.fspath(path)}: not UTF-8 text (byte {err.start}: {err.reason})"
+        ) from None
 
 
 def downsampled_size(sensor_size: Sequence[int], factor: int) -> SensorSize:
@@ -347,7 +376,7 @@ def dvsgesture_files(root: str | os.PathLike, split: str) -> list[Path]:
 def subject_of(recording: str) -> int:
     """The subject number of a recording or trial name ``userNN_<lighting>[.aedat]``."""
     head = Path(recording).name.split("_", 1)[0]
-    if not (head.startswith("user") and head[4:].isdigit()):
+    if not (head.startswith("user") and head[4:].isascii() and head[4:].isdigit()):
         raise ValueError(f"{recording!r}: expected a recording name userNN_<lighting>")
     return int(head[4:])
 
@@ -459,16 +488,21 @@ def _tonic_files(folder: Path) -> list[tuple[Path, int]]:
 
 
 def _tonic_label(path: Path) -> int:
-    if not path.stem.isdigit() or int(path.stem) >= len(GESTURE_CLASSES):
+    stem = path.stem
+    if not (stem.isascii() and stem.isdigit()) or int(stem) >= len(GESTURE_CLASSES):
         raise ValueError(f"{path}: file name must be the label 0..{len(GESTURE_CLASSES) - 1}")
-    return int(path.stem)
+    return int(stem)
 
 
 def read_tonic_sample(path: str | os.PathLike) -> np.ndarray:
     """Events of one tonic ``.npy`` (columns ``x, y, p, t``, ``t`` in ms) with ``t`` in µs,
-    ``t = round(1000 t_ms)``, sorted by time."""
-    array = np.load(path, allow_pickle=False)
-    if array.ndim != 2 or array.shape[1] != 4 or not np.issubdtype(array.dtype, np.number):
+    ``t = round(1000 t_ms)``, sorted by time. ``ValueError`` naming the file for anything
+    else: not a ``.npy`` array (checked before its announced size is allocated), not a
+    real-valued ``(N, 4)`` array, addresses or polarities out of range, times that are not
+    finite or overflow int64 microseconds."""
+    array = load_npy(path)
+    if array.ndim != 2 or array.shape[1] != 4 or not (
+            np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise ValueError(
             f"{os.fspath(path)}: expected an (N, 4) numeric array with columns x, y, p, t [ms] "
             f"(tonic's DVSGesture layout), got shape {array.shape} and dtype {array.dtype}"
@@ -476,6 +510,7 @@ def read_tonic_sample(path: str | os.PathLike) -> np.ndarray:
     x, y, p, t_ms = array.T
     for name, column, limit in (("x", x, 128), ("y", y, 128), ("p", p, 2)):
         _check_tonic_column(path, name, column, limit)
+    _check_tonic_times(path, t_ms)
     if np.issubdtype(array.dtype, np.integer):
         t = t_ms.astype(np.int64) * 1000
     else:
@@ -491,4 +526,16 @@ def _check_tonic_column(path: str | os.PathLike, name: str, column: np.ndarray, 
         raise ValueError(
             f"{os.fspath(path)}: column {name} must hold integers in 0..{limit - 1}, "
             f"found values in [{column.min()}, {column.max()}]"
+        )
+
+
+def _check_tonic_times(path: str | os.PathLike, t_ms: np.ndarray) -> None:
+    if len(t_ms) == 0:
+        return
+    low, high = t_ms.min().item(), t_ms.max().item()
+    limit = _INT64_MAX // 1000
+    if not (math.isfinite(low) and math.isfinite(high) and -limit <= low and high <= limit):
+        raise ValueError(
+            f"{os.fspath(path)}: column t must hold finite milliseconds within +-{limit} "
+            f"(int64 microseconds), found values in [{low}, {high}]"
         )

@@ -11,12 +11,14 @@ from __future__ import annotations
 import os
 import warnings
 import zipfile
+import zlib
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import ArrayLike
 
 from sast.atomicio import atomic_write
+from sast.data.npyfile import check_npz
 
 EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "<u1")])
 
@@ -106,6 +108,8 @@ class EventSet:
         self._validate()
 
     def _validate(self) -> None:
+        if self.events.ndim != 1:
+            raise ValueError(f"events must be one-dimensional, got shape {self.events.shape}")
         offsets, n_events = self.offsets, len(self.events)
         if len(offsets) < 1 or offsets[0] != 0 or offsets[-1] != n_events:
             raise ValueError(
@@ -210,22 +214,36 @@ class EventSet:
 
     @classmethod
     def load_with_extra(cls, path: str | os.PathLike) -> tuple[EventSet, dict[str, np.ndarray]]:
-        """Like ``load``, also returning the ``extra`` arrays given to ``save``."""
+        """Like ``load``, also returning the ``extra`` arrays given to ``save``. The archive's
+        headers are checked first (:func:`sast.data.npyfile.check_npz`), so a damaged file
+        never allocates more than its bytes can hold; ``events`` must have ``EVENT_DTYPE`` and
+        ``offsets``, ``labels`` and ``sensor_size`` integer dtypes, as ``save`` writes them."""
         try:
+            check_npz(path)
             with np.load(path, allow_pickle=False) as data:
                 missing = [key for key in _EVENTSET_KEYS if key not in data.files]
                 if missing:
                     raise ValueError(f"missing arrays {missing}")
                 fields = {key: data[key] for key in _EVENTSET_KEYS}
+                _check_saved_dtypes(fields)
                 extra = {
                     key[len(_EXTRA_PREFIX) :]: data[key]
                     for key in data.files
                     if key.startswith(_EXTRA_PREFIX)
                 }
             eventset = cls(**fields)
-        except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        except (OSError, ValueError, EOFError, KeyError, TypeError, zipfile.BadZipFile,
+                zlib.error) as err:
             raise ValueError(f"{os.fspath(path)!r} is not a valid EventSet file: {err}") from err
         return eventset, extra
+
+
+def _check_saved_dtypes(fields: Mapping[str, np.ndarray]) -> None:
+    if fields["events"].dtype != EVENT_DTYPE:
+        raise ValueError(f"events have dtype {fields['events'].dtype}, expected {EVENT_DTYPE}")
+    for key in ("offsets", "labels", "sensor_size"):
+        if not np.issubdtype(fields[key].dtype, np.integer):
+            raise ValueError(f"{key} have dtype {fields[key].dtype}, expected integers")
 
 
 def _check_binning(n_time_bins: int, mode: str, t_window: tuple[int, int] | None) -> None:

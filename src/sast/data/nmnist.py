@@ -204,7 +204,7 @@ def _split_dir(root: Path, split: str) -> Path:
 
 def _digit_folders(split_dir: Path) -> list[tuple[int, Path]]:
     entries = [entry for entry in os.scandir(split_dir) if not entry.name.startswith(".")]
-    digits = [e for e in entries if len(e.name) == 1 and e.name.isdigit() and e.is_dir()]
+    digits = [e for e in entries if e.name in tuple("0123456789") and e.is_dir()]
     folders = sorted((int(e.name), Path(e.path)) for e in digits)
     others = sorted({e.name for e in entries} - {e.name for e in digits})
     if not folders:

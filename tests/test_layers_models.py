@@ -141,3 +141,34 @@ def test_batch_first_input_is_refused_where_the_model_can_tell():
         model(torch.rand(6, 4, 34, 34, 2))
     # without time_bins the number of steps is free (the frame shape is still checked)
     assert build_model("nmnist-mlp", hidden=(8,))(torch.rand(3, 2, 2, 34, 34)).shape == (2, 10)
+
+
+def test_lif_parameters_are_buffers_saved_with_the_model_and_may_be_per_neuron():
+    layer = LIF(beta=0.8, threshold=1.2, surrogate="atan", slope=3.0)
+    state = layer.state_dict()
+    assert {k: float(v) for k, v in state.items()} == {"beta": 0.8, "threshold": 1.2,
+                                                       "slope": 3.0}
+    other = LIF()
+    other.load_state_dict(state)
+    assert (float(other.beta), float(other.threshold)) == (0.8, 1.2)
+    assert other.surrogate.name == "sigmoid" and other.surrogate.slope == 3.0  # family: config
+    # a checkpoint written before they were buffers keeps the values the config built
+    old = LIF(beta=0.5)
+    old.load_state_dict({})
+    assert float(old.beta) == 0.5
+    old.threshold = 2.0  # numbers may be assigned
+    assert isinstance(old.threshold, torch.Tensor) and float(old.threshold) == 2.0
+
+    torch.manual_seed(0)
+    beta = torch.tensor([0.5, 0.9, 0.0])
+    threshold = torch.tensor([1.0, 0.5, 2.0])
+    per_neuron = LIF(beta=beta, threshold=threshold, spike_mode="hard")
+    current = torch.rand(7, 2, 3, dtype=torch.float64) * 2
+    spikes = per_neuron(current)
+    u, s, expected = torch.zeros(2, 3), torch.zeros(2, 3), []
+    for t in range(7):  # the dynamics by hand, neuron by neuron
+        u = beta * u + current[t] - threshold * s
+        s = (u > threshold).double()
+        expected.append(s)
+    assert spikes.dtype == torch.float64 and torch.equal(spikes, torch.stack(expected))
+    assert "per neuron (3,)" in repr(per_neuron)

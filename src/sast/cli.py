@@ -288,9 +288,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume:
         from sast.runfolder import RunFolder, read_json
 
-        if not RunFolder(out).holds_run():
-            raise FileNotFoundError(f"{out} holds no run to resume (no checkpoint.pt or "
-                                    "final.json); drop --resume to start one there")
+        if not RunFolder(out).config.exists():
+            raise FileNotFoundError(f"{out} holds no run to resume (no config.json); drop "
+                                    "--resume to start one there")
         cfg = resolve_config(args, base=read_json(out / "config.json"))
     try:
         final = fit(cfg, out, resume=args.resume, progress=not args.no_progress)

@@ -15,7 +15,13 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from sast.neuron import check_spike_mode, get_surrogate, lif_scan, lif_scan_reference
+from sast.neuron import (
+    Surrogate,
+    check_spike_mode,
+    get_surrogate,
+    lif_scan,
+    lif_scan_reference,
+)
 
 SCAN_IMPLEMENTATIONS = ("fused", "reference")
 
@@ -33,43 +39,91 @@ class LIF(nn.Module):
 
     ``u[t] = β·u[t−1] + I[t] − ϑ·s[t−1]``, ``s[t] = spike(u[t] − ϑ)``, from zero state on every
     call. With ``record = True`` the last membrane trajectory is kept in ``self.membrane``.
+
+    β (``beta``), ϑ (``threshold``) and the surrogate's slope k (``slope``) are buffers: saved
+    and loaded with ``state_dict`` and moved by ``.to()``. Each is one number for the layer, or
+    β and ϑ a tensor per neuron that broadcasts against one time step without its batch
+    dimension (``[features]`` after a Linear layer, ``[C, 1, 1]`` after a convolution); a layer
+    with per-neuron values runs the plain-autograd scan. Assigning a number to them works too.
     """
+
+    BUFFERS = ("beta", "threshold", "slope")
 
     def __init__(
         self,
-        beta: float = 0.9,
-        threshold: float = 1.0,
+        beta: float | Tensor = 0.9,
+        threshold: float | Tensor = 1.0,
         surrogate: str = "sigmoid",
         slope: float = 5.0,
         spike_mode: str = "surrogate",
         implementation: str = "fused",
     ) -> None:
         super().__init__()
-        if not 0.0 <= beta < 1.0:
+        beta_t = torch.as_tensor(beta, dtype=torch.float64).clone()
+        threshold_t = torch.as_tensor(threshold, dtype=torch.float64).clone()
+        if not (bool((beta_t >= 0).all()) and bool((beta_t < 1).all())):
             raise ValueError(f"beta (membrane leak) must lie in [0, 1), got {beta}")
-        if not threshold > 0.0:
+        if not bool((threshold_t > 0).all()):
             raise ValueError(f"threshold must be positive, got {threshold}")
-        self.beta = float(beta)
-        self.threshold = float(threshold)
-        self.surrogate = get_surrogate(surrogate, slope)
+        sg = get_surrogate(surrogate, slope)
+        self.register_buffer("beta", beta_t)
+        self.register_buffer("threshold", threshold_t)
+        self.register_buffer("slope", torch.tensor(float(sg.slope), dtype=torch.float64))
+        self.surrogate_name = sg.name
         self.spike_mode = check_spike_mode(spike_mode)
         self.implementation = _check_implementation(implementation)
         self.record = False
         self.membrane: Tensor | None = None
 
+    def __setattr__(self, name: str, value: object) -> None:
+        if name in LIF.BUFFERS and name in self.__dict__.get("_buffers", {}) \
+                and not isinstance(value, Tensor):
+            old = self._buffers[name]
+            value = torch.as_tensor(value, dtype=old.dtype, device=old.device)
+        super().__setattr__(name, value)
+
+    @property
+    def surrogate(self) -> Surrogate:
+        """σ_k: the surrogate family with this layer's slope."""
+        return get_surrogate(self.surrogate_name, float(self.slope))
+
+    @surrogate.setter
+    def surrogate(self, value: str | Surrogate) -> None:
+        sg = get_surrogate(value)
+        self.surrogate_name = sg.name
+        self.slope = sg.slope
+
+    @property
+    def per_neuron(self) -> bool:
+        """Whether β or ϑ differs between neurons (a tensor with more than one value)."""
+        return self.beta.dim() > 0 or self.threshold.dim() > 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003
+        # checkpoints written before β, ϑ and k were buffers: keep the values built from the
+        # run's config
+        for name in LIF.BUFFERS:
+            state_dict.setdefault(prefix + name, getattr(self, name))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, current: Tensor) -> Tensor:
         check_time_first(current, 2, "LIF")
-        scan = lif_scan if self.implementation == "fused" else lif_scan_reference
-        spikes, membrane = scan(
-            current, self.beta, self.threshold, self.surrogate, self.spike_mode
-        )
+        if not self.per_neuron:  # Python numbers, as exact as the config that set them
+            beta, threshold = float(self.beta), float(self.threshold)
+            scan = lif_scan if self.implementation == "fused" else lif_scan_reference
+        else:
+            beta, threshold = self.beta.to(current.dtype), self.threshold.to(current.dtype)
+            scan = lif_scan_reference
+        spikes, membrane = scan(current, beta, threshold, self.surrogate, self.spike_mode)
         self.membrane = membrane if self.record else None
         return spikes
 
     def extra_repr(self) -> str:
-        sg = self.surrogate
+        def show(t: Tensor) -> str:
+            return f"{float(t):g}" if t.dim() == 0 else f"per neuron {tuple(t.shape)}"
+
         return (
-            f"beta={self.beta}, threshold={self.threshold}, surrogate={sg.name}(k={sg.slope}), "
+            f"beta={show(self.beta)}, threshold={show(self.threshold)}, "
+            f"surrogate={self.surrogate_name}(k={float(self.slope):g}), "
             f"spike_mode={self.spike_mode!r}, implementation={self.implementation!r}"
         )
 
@@ -210,7 +264,7 @@ def spike_mode(model: nn.Module, mode: str) -> Iterator[nn.Module]:
 def set_slope(model: nn.Module, slope: float) -> nn.Module:
     """Give every LIF layer of ``model`` the surrogate of its own family with slope ``slope``."""
     for layer in lif_layers(model):
-        layer.surrogate = get_surrogate(layer.surrogate.name, slope)
+        layer.slope = float(slope)
     return model
 
 

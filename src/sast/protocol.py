@@ -122,7 +122,7 @@ def _evaluate_run(
         for start in range(0, len(sample), 64):
             frames, labels = sample.batch(slice(start, start + 64))
             batches.append((time_first(frames, "cpu"), labels))
-        model = model.to("cpu").float()
+        model = model.to("cpu")
         with torch.enable_grad():
             diag = run_diagnostics(model, batches, rho=sharpness_rho, seed=cfg.seed)
         result = {**run_header(cfg, "train"), "samples": len(sample),

@@ -31,7 +31,8 @@ def global_contraction_factor(layer: LIF) -> float:
     ϑ·L_σ < 1 + β (for 0 ≤ β < 1).
     """
     lip = layer.surrogate.sup_derivative
-    return max(abs(layer.beta), abs(layer.beta - layer.threshold * lip))
+    beta, threshold = layer.beta.double(), layer.threshold.double()
+    return float(torch.maximum(beta.abs(), (beta - threshold * lip).abs()).max())
 
 
 def local_contraction_factors(layer: LIF, membrane: Tensor) -> Tensor:
@@ -39,6 +40,11 @@ def local_contraction_factors(layer: LIF, membrane: Tensor) -> Tensor:
     (the states that are carried forward to a next step)."""
     u = membrane[:-1]
     return (layer.beta - layer.threshold * layer.surrogate.derivative(u - layer.threshold)).abs()
+
+
+def _number(value: torch.Tensor) -> float | list[float]:
+    """A LIF buffer as JSON: one number, or one per neuron."""
+    return float(value) if value.dim() == 0 else value.flatten().tolist()
 
 
 def _children(module: nn.Module) -> list[nn.Module]:
@@ -129,10 +135,10 @@ class _LayerStats:
         layer, sg = self.layer, self.layer.surrogate
         ratio = self.abs_max / self.bound
         return {
-            "index": index, "beta": layer.beta, "threshold": layer.threshold,
+            "index": index, "beta": _number(layer.beta), "threshold": _number(layer.threshold),
             "surrogate": sg.name, "slope": sg.slope, "sup_derivative": sg.sup_derivative,
             "global_factor": global_contraction_factor(layer),
-            "contracting": layer.threshold * sg.sup_derivative < 1.0 + layer.beta,
+            "contracting": bool((layer.threshold * sg.sup_derivative < 1.0 + layer.beta).all()),
             "run_max_factor": self.factor_max,
             "run_mean_factor": self.factor_sum / max(self.factor_n, 1),
             "fraction_factor_ge_1": self.factor_ge_1 / max(self.factor_n, 1),

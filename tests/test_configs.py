@@ -65,3 +65,24 @@ def test_compute_matched_preset_matches_sast_gradient_evaluations():
     matched = RunConfig.from_dict(load_config_file(matched_file))
     assert sast.method == "sast" and matched.method == "surrogate"
     assert matched.epochs == 2 * sast.epochs and matched.batch_size == sast.batch_size
+
+
+@pytest.mark.parametrize("dataset", ["nmnist"])
+def test_regime_pair_is_the_reproduce_regime(dataset):
+    """The regime pair differs only in method and radius, and is the regime the study runs."""
+    from sast.experiment import load_sweep
+
+    folder = RUN_CONFIGS[0].parent
+    base = RunConfig.from_dict(load_config_file(folder / f"{dataset}-regime-baseline.yaml"))
+    sast = RunConfig.from_dict(load_config_file(folder / f"{dataset}-regime-sast.yaml"))
+    assert base.method == "surrogate" and sast.method == "sast" and sast.rho > 0
+    varying = ("method", "rho", "rho_warmup_epochs")
+    shared = {k: v for k, v in base.to_dict().items() if k not in varying}
+    assert shared == {k: v for k, v in sast.to_dict().items() if k not in varying}
+    study = load_sweep(folder / f"reproduce-{dataset}.yaml").configs
+    same_regime = [c for c in study if c.method == "sast" and c.rho == sast.rho
+                   and c.rho_warmup_epochs == sast.rho_warmup_epochs]
+    assert same_regime, f"reproduce-{dataset}.yaml never runs SAST at rho = {sast.rho}"
+    ignore = (*varying, "seed", "dataset", "data_root")
+    expected = {k: v for k, v in same_regime[0].to_dict().items() if k not in ignore}
+    assert {k: v for k, v in sast.to_dict().items() if k not in ignore} == expected

@@ -1,8 +1,8 @@
 """A Markdown report with tables and PNG figures from finished run folders.
 
 Runs whose configs differ only in ``seed`` form one group; tables show mean ± std over a
-group's seeds. Each group is labelled by its method and ρ, plus any other config field that
-differs between groups. What the report reads, per run: ``final.json`` (required),
+group's seeds. Each group is labelled by its method and ρ, plus each config field in which it
+departs from what most groups share. What the report reads, per run: ``final.json`` (required),
 ``evaluation.json``, ``robustness.json``, ``diagnostics.json`` and ``metrics.jsonl`` (each
 section appears when its files exist).
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import textwrap
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,7 @@ def group_runs(runs: list[Run]) -> list[Group]:
     ordered = sorted(groups.values(), key=lambda g: (
         method_order.get(g.config["method"], 9), g.config.get("rho") or 0.0,
         [sortable(g.config.get(k)) for k in varying]))
+    shown = _label_fields(ordered, [k for k in varying if k not in LABELLED_FIELDS])
     for group in ordered:
         c = group.config
         label = c["method"]
@@ -134,9 +136,56 @@ def group_runs(runs: list[Run]) -> list[Group]:
             label += f" → STE fine-tune {c['ste_finetune_epochs']} ep"
         if c.get("slope_final") is not None:
             label += f", k {c['slope']:g}→{c['slope_final']:g}"
-        extras = [f"{k}={c.get(k)}" for k in varying if k not in LABELLED_FIELDS]
+        extras = [f"{k}={c.get(k)}" for k in shown[id(group)]]
         group.label = label + (f" ({', '.join(extras)})" if extras else "")
     return ordered
+
+
+def _uses_sam(config: dict[str, Any]) -> bool:
+    return config["method"] in ("sast", "ste-sam")
+
+
+def _label_fields(groups: list[Group], varying: list[str]) -> dict[int, list[str]]:
+    """Per group, the varying fields its label names: those where it departs from the value
+    most groups share (every group's, where no value is most common). SAM's own fields
+    (ρ warm-up, ASAM, …) are compared among SAM groups only and never name a baseline."""
+    shown: dict[int, list[str]] = {id(g): [] for g in groups}
+    for name in varying:
+        pool = [g for g in groups if name not in SAM_FIELDS or _uses_sam(g.config)]
+        counts = Counter(json.dumps(g.config.get(name)) for g in pool)
+        ranked = counts.most_common()
+        if len(ranked) < 2:
+            continue
+        modal = ranked[0][0] if ranked[0][1] > ranked[1][1] else None
+        for g in pool:
+            if json.dumps(g.config.get(name)) != modal:
+                shown[id(g)].append(name)
+    return shown
+
+
+SAM_FIELDS = ("rho", "adaptive", "eta", "sam_policy", "rho_warmup_epochs")
+"""Fields only SAM methods read (the sweep normalises them away for the others)."""
+BASELINE_FREE_FIELDS = (*IGNORED_FIELDS, "method", *SAM_FIELDS)
+
+
+def _regime_key(config: dict[str, Any]) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in BASELINE_FREE_FIELDS},
+                      sort_keys=True)
+
+
+def baseline_group(groups: list[Group]) -> Group | None:
+    """*The* baseline of a study: the surrogate-forward group trained exactly as the SAST groups
+    are, bar SAM (same data, network, initialisation, epochs, surrogate schedule); without
+    such a group, the shortest-trained plain surrogate group (no STE fine-tune, no slope
+    annealing). None without surrogate groups."""
+    plain = [g for g in groups if g.config["method"] == "surrogate"]
+    if not plain:
+        return None
+    regimes = {_regime_key(g.config) for g in groups if g.config["method"] == "sast"}
+    matched = [g for g in plain if _regime_key(g.config) in regimes]
+    unmodified = [g for g in plain if not g.config.get("ste_finetune_epochs")
+                  and g.config.get("slope_final") is None]
+    return min(matched or unmodified or plain, key=lambda g: g.config["epochs"])
 
 
 def _mark_compute_matched(groups: list[Group]) -> None:
@@ -253,8 +302,7 @@ def _threshold_table(groups: list[Group]) -> str:
 
 
 def _overhead_table(groups: list[Group]) -> str:
-    baselines = [g for g in groups if g.config["method"] == "surrogate"]
-    base = min(baselines, key=lambda g: g.config["epochs"]) if baselines else None
+    base = baseline_group(groups)
 
     def epoch_time(r: Run) -> float:
         return r.final["timing"]["epoch_time_s_median"]
@@ -382,39 +430,73 @@ def _attribution_table(groups: list[Group]) -> str:
                    "% near threshold", "own drift at T (membrane units)"], rows)
 
 
-def figure_attribution(groups: list[Group], path: Path) -> bool:
-    """Accuracy lost per LIF layer swapped alone to hard spikes (bars, mean ± std over seeds),
-    and each layer's own membrane drift over time (first run of each group)."""
+ATTRIBUTION_FIGURE_GROUPS = 6
+"""The attribution figure draws the baseline and SAST at its validation-selected ρ where a
+study has both, else at most this many groups."""
+
+
+def _attribution_groups(groups: list[Group]) -> list[tuple[Group, Run]]:
     with_attr = _first_with(groups, "attribution")
-    if not with_attr:
+    base = baseline_group(groups)
+    best = select_best_rho([g for g in groups if g.config["method"] == "sast"])
+    chosen = [(g, r) for g, r in with_attr if g is base or g is best]
+    return chosen if len(chosen) == 2 else with_attr[:ATTRIBUTION_FIGURE_GROUPS]
+
+
+def figure_attribution(groups: list[Group], path: Path) -> bool:
+    """Per LIF layer: the accuracy lost when that layer alone, and layers 1…ℓ together, run
+    with hard spikes (bars, mean ± std over seeds); the firing rate with surrogate and with
+    hard spikes; and each layer's own membrane drift over time (first run of each group).
+    The baseline against SAST at its validation-selected ρ where the study has both."""
+    chosen = _attribution_groups(groups)
+    if not chosen:
         return False
     plt = _plt()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 3.8))
-    width = 0.8 / len(with_attr)
-    for gi, (g, run) in enumerate(with_attr):
+    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(13, 4.0))
+    width = 0.8 / len(chosen)
+    n_max = max(len(run.attribution["layers"]) for _, run in chosen)
+    for gi, (g, run) in enumerate(chosen):
         n_layers = len(run.attribution["layers"])
-        losses = [g.values(lambda r, i=i: r.attribution["layers"][i]["loss_alone_pp"])
+        xs = np.arange(1, n_layers + 1) + (gi - (len(chosen) - 1) / 2) * width
+
+        def per_layer(key: str, g: Group = g, n: int = n_layers) -> list[np.ndarray]:
+            return [g.values(lambda r, i=i: r.attribution["layers"][i][key]) for i in range(n)]
+
+        alone = per_layer("loss_alone_pp")
+        prefix = [g.values(lambda r, i=i: r.attribution["prefix"][i]["loss_pp"])
                   for i in range(n_layers)]
-        xs = np.arange(1, n_layers + 1) + (gi - (len(with_attr) - 1) / 2) * width
-        ax1.bar(xs, [v.mean() for v in losses], width, yerr=[v.std() for v in losses],
-                capsize=2, color=f"C{gi}", label=g.label)
+        ax1.bar(xs - width / 4, [v.mean() for v in alone], width / 2,
+                yerr=[v.std() for v in alone], capsize=2, color=f"C{gi}",
+                label=f"{g.label}: layer ℓ alone")
+        ax1.bar(xs + width / 4, [v.mean() for v in prefix], width / 2,
+                yerr=[v.std() for v in prefix], capsize=2, color=f"C{gi}", alpha=0.45,
+                hatch="//", label=f"{g.label}: layers 1…ℓ")
+        for key, style, mode in (("rate_surrogate", "-o", "surrogate"),
+                                 ("rate_hard", "--s", "hard")):
+            rates = per_layer(key)
+            ax2.errorbar(np.arange(1, n_layers + 1), [v.mean() for v in rates],
+                         yerr=[v.std() for v in rates], fmt=style, color=f"C{gi}",
+                         capsize=2, label=f"{g.label}, {mode}")
         for li, entry in enumerate(run.attribution["layers"]):
             drift = entry["drift_isolated"]
-            ax2.plot(np.arange(1, len(drift) + 1), drift, color=f"C{gi}",
-                     ls=("-", "--", ":", "-.")[li % 4],
-                     label=f"{g.label} — LIF {li + 1}")
+            ax3.plot(np.arange(1, len(drift) + 1), drift, color=f"C{gi}",
+                     ls=("-", "--", ":", "-.")[li % 4], label=f"{g.label}, LIF {li + 1}")
     ax1.axhline(0, color="black", lw=0.8)
-    n_max = max(len(run.attribution["layers"]) for _, run in with_attr)
-    ax1.set_xticks(range(1, n_max + 1))
-    ax1.set_xlabel("LIF layer swapped alone to hard spikes")
-    ax1.set_ylabel("accuracy lost (pp)")
+    for ax in (ax1, ax2):
+        ax.set_xticks(range(1, n_max + 1))
+        ax.set_xlabel("LIF layer ℓ")
+        ax.grid(alpha=0.3, axis="y")
+    ax1.set_ylabel("accuracy lost with hard spikes (pp)")
     ax1.set_title("Where the transfer gap is lost", fontsize=10)
-    ax1.legend(fontsize=7)
-    ax2.set_xlabel("time step")
-    ax2.set_ylabel("mean |u_hard − u_surrogate|")
-    ax2.set_title("Each layer's own membrane drift (same input current)", fontsize=10)
-    ax2.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax2.grid(alpha=0.3)
+    ax2.set_ylabel("firing rate (spikes per neuron-step)")
+    ax2.set_title("Firing rate, surrogate vs hard", fontsize=10)
+    ax3.set_xlabel("time step")
+    ax3.set_ylabel("mean |u_hard − u_surrogate|")
+    ax3.set_title("Each layer's own membrane drift", fontsize=10)
+    ax3.grid(alpha=0.3)
+    for ax in (ax1, ax2, ax3):
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=1,
+                  frameon=False)
     fig.tight_layout()
     _save(fig, path)
     return True
@@ -650,11 +732,10 @@ def select_best_rho(sam: list[Group]) -> Group | None:
 def _paper_section(groups: list[Group], study: Any) -> list[str]:
     """This study's headline numbers beside the ones the paper's abstract publishes; the best
     ρ is chosen on validation accuracy, and its test accuracy is reported."""
-    baselines = [g for g in groups if g.config["method"] == "surrogate"]
+    base = baseline_group(groups)
     sam = [g for g in groups if g.config["method"] == "sast"]
-    if not baselines or not sam:
+    if base is None or not sam:
         return []
-    base = min(baselines, key=lambda g: g.config["epochs"])
 
     def hard(r: Run) -> float:
         return r.final["hard"]["accuracy"]
@@ -687,8 +768,9 @@ def _paper_section(groups: list[Group], study: Any) -> list[str]:
             _table(["", "this study", "paper"], rows)]
 
 
-def rival_role(g: Group) -> str | None:
-    """What a run group is in the rivals table: the question it answers."""
+def rival_role(g: Group, base: Group | None = None) -> str | None:
+    """What a run group is in the rivals table: the question it answers. Plain surrogate
+    groups are told apart by how they depart from ``base``, the study's baseline."""
     c = g.config
     if c["method"] == "sast":
         return "sast"
@@ -698,18 +780,36 @@ def rival_role(g: Group) -> str | None:
         return "ste-finetune"
     if c.get("slope_final") is not None:
         return "slope-annealing"
-    return "surrogate"
+    if base is None or g is base:
+        return "surrogate"
+    if c.get("init") != base.config.get("init"):
+        return "init"
+    if c["epochs"] > base.config["epochs"]:
+        return "longer"
+    return "variant"
+
+
+RIVAL_NAMES = {
+    "ste": "STE (hard forward, surrogate gradient)",
+    "ste-finetune": "baseline, then an STE fine-tune",
+    "slope-annealing": "baseline with the slope annealed towards a step",
+    "init": "baseline with another initialisation",
+    "longer": "baseline trained longer",
+    "variant": "another baseline variant",
+}
+"""The rivals table's name for each role of :func:`rival_role`."""
 
 
 def _rivals_section(groups: list[Group]) -> list[str]:
     """What closes the gap, and at what cost: the baseline, SAST at its validation-selected ρ
     and every rival run on the same data, with the baseline's calibrated thresholds."""
-    plain = [g for g in groups if rival_role(g) == "surrogate"]
-    sam = [g for g in groups if rival_role(g) == "sast"]
-    rivals = [g for g in groups if rival_role(g) in ("ste", "ste-finetune", "slope-annealing")]
-    if not plain or not (sam or rivals):
+    base = baseline_group(groups)
+    if base is None:
         return []
-    base = min(plain, key=lambda g: g.config["epochs"])
+    sam = [g for g in groups if rival_role(g, base) == "sast"]
+    rivals = [g for g in groups if rival_role(g, base) in RIVAL_NAMES]
+    if not (sam or rivals):
+        return []
     base_evals = float(np.median(base.values(grad_evals_total)))
     best = select_best_rho(sam) if sam else None
     rows = []
@@ -727,15 +827,14 @@ def _rivals_section(groups: list[Group]) -> list[str]:
     rows.append(row("baseline (surrogate forward, base optimiser)", base))
     if best is not None:
         rows.append(row("SAST at its validation-selected ρ", best))
-    for g in plain:
-        if g is not base:
-            rows.append(row("baseline trained longer" + (
-                " (compute-matched)" if "compute-matched" in g.label else ""), g))
-    names = {"ste": "STE (hard forward, surrogate gradient)",
-             "ste-finetune": "baseline, then an STE fine-tune",
-             "slope-annealing": "baseline with the slope annealed towards a step"}
     for g in rivals:
-        rows.append(row(names[rival_role(g)], g))
+        role = rival_role(g, base)
+        name = RIVAL_NAMES[role]
+        if role == "init":
+            name += f" ({g.config.get('init')})"
+        if "compute-matched" in g.label and role in ("longer", "variant"):
+            name += " (compute-matched)"
+        rows.append(row(name, g))
     return ["## What closes the gap, and at what cost", "",
             "Every way of getting a good hard-spike network from these runs, on the test part. "
             "Compute is forward–backward passes relative to the baseline. The last column is "
@@ -795,11 +894,10 @@ def _compare(name: str, a: np.ndarray, b: np.ndarray, unit: str, higher: str,
 def conclusion(groups: list[Group]) -> list[str]:
     """'What this study shows': the baseline's gap, SAST's at its validation-selected ρ, the
     accuracy and compute they cost, the best rival — in plain words, whichever way they fall."""
-    plain = [g for g in groups if rival_role(g) == "surrogate"]
-    sam = [g for g in groups if rival_role(g) == "sast"]
-    if not plain:
+    base = baseline_group(groups)
+    if base is None:
         return []
-    base = min(plain, key=lambda g: g.config["epochs"])
+    sam = [g for g in groups if rival_role(g, base) == "sast"]
 
     def acc(g: Group, mode: str) -> np.ndarray:
         return 100 * g.values(lambda r: r.final[mode]["accuracy"])

@@ -37,6 +37,18 @@ def test_cells_group_seeds_and_radii_and_select_rho_on_validation():
     assert "5 pp or more in 1 of 2 cells" in text
     assert "halves it in 1 of 1 cells" in text and "by more than the seeds' spread" in text
     assert "19.0 ± 1.0 → 3.0 ± 0.0 pp at ρ = 0.1" in text
+    assert "within 2 pp of the baseline's in 1, and raises hard accuracy in 1" in text
+
+
+def test_a_gap_closed_by_losing_surrogate_accuracy_is_not_counted_as_a_gain():
+    """SAST that halves the gap by failing to train (surrogate accuracy collapses, hard
+    accuracy falls) counts as halving, but neither as keeping accuracy nor as a hard gain."""
+    runs = [fake("surrogate", 2, s, 0.44, 0.21) for s in (0, 1)]
+    runs += [fake("sast", 2, s, 0.23, 0.13, val_hard=0.3, rho=0.05) for s in (0, 1)]
+    runs += [fake("sast", 2, s, 0.12, 0.11, val_hard=0.1, rho=0.1) for s in (0, 1)]
+    text = "\n".join(findings(build_cells(runs), []))
+    assert "halves it in 1 of 1 cells" in text
+    assert "within 2 pp of the baseline's in 0, and raises hard accuracy in 0" in text
 
 
 def test_findings_say_so_when_there_is_no_gap():

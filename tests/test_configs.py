@@ -67,7 +67,7 @@ def test_compute_matched_preset_matches_sast_gradient_evaluations():
     assert matched.epochs == 2 * sast.epochs and matched.batch_size == sast.batch_size
 
 
-@pytest.mark.parametrize("dataset", ["nmnist"])
+@pytest.mark.parametrize("dataset", ["nmnist", "dvsgesture"])
 def test_regime_pair_is_the_reproduce_regime(dataset):
     """The regime pair differs only in method and radius, and is the regime the study runs."""
     from sast.experiment import load_sweep

@@ -243,3 +243,12 @@ def test_time_left_is_weighted_by_the_cost_of_each_kind_of_run():
     assert progress.seconds_left(workers=2) == pytest.approx(170 / 2)
     progress.running = 2
     assert "2/6 done (0 already), 2 running, 0 failed, about 3 min left" in progress.line(1)
+
+
+def test_evaluation_batch_size_changes_no_folder_name():
+    """eval_batch_size changes no number, so it is pinned in the hash: the default's change
+    from 256 to 32 renamed no run folder written before it."""
+    from sast.experiment import config_hash
+
+    assert config_hash(RunConfig(eval_batch_size=32)) == config_hash(
+        RunConfig(eval_batch_size=256)) == config_hash(RunConfig())

@@ -60,6 +60,21 @@ def test_outputs_firing_rates_and_margins_against_a_direct_computation(mode):
     assert not lif.record and lif.membrane is None
 
 
+@pytest.mark.parametrize("mode", ["surrogate", "hard"])
+def test_logits_alone_equal_the_recorded_pass_in_any_batch_size(mode):
+    """The logits-only pass (temperature fitting) gives the recorded pass's logits, and the
+    evaluation batch size changes no logit beyond float rounding."""
+    from sast.evaluate import collect_logits
+
+    model, data = toy_model(), toy_data()
+    recorded = collect_outputs(model, data, mode, batch_size=16)
+    for batch_size in (1, 7, 16, 40):
+        logits, labels = collect_logits(model, data, mode, batch_size=batch_size)
+        assert torch.equal(labels, recorded.labels)
+        torch.testing.assert_close(logits, recorded.logits, rtol=1e-5, atol=1e-6)
+    assert model[2].spike_mode == "surrogate" and not model[2].record
+
+
 def test_margin_fractions_by_hand():
     counts = np.zeros(len(MARGIN_EDGES), dtype=np.int64)
     counts[0], counts[1], counts[3], counts[-1] = 2, 3, 1, 4  # bins [0,.05), [.05,.1), [.15,.2)

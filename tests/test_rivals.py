@@ -98,7 +98,7 @@ def test_the_conclusion_says_what_the_numbers_show_whichever_way_they_fall():
                  timed(run(seed, 0.40, 0.88, 100, method="ste", epochs=12), 0.1, 1)]
     text = " ".join(conclusion(group_runs(runs)))
     assert "a transfer gap of 16.0 ± 0.8 pp" in text
-    assert "validation-selected ρ = 0.05 — at the smallest radius of the grid" in text
+    assert "validation-selected ρ = 0.05 (the smallest radius of the grid, so a better" in text
     assert "Its gap is 12.0 pp narrower (16.0 → 4.0), more than the seeds' spread" in text
     assert "SAST does not halve" not in text and "SAST halves the baseline's gap" in text
     assert "A SAST step costs 2.10× a baseline step" in text and "1.05× per" in text

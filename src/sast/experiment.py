@@ -88,11 +88,15 @@ def canonical(cfg: RunConfig) -> RunConfig:
     return cfg.replace(**{k: getattr(defaults, k) for k in SAM_FIELDS})
 
 
+HASH_PINNED = {"device": "auto", "eval_batch_size": 256}
+"""Fields that change no result, pinned to one value in the hash (the values folders were
+first named with, so a changed default renames no existing run folder)."""
+
+
 def config_hash(cfg: RunConfig) -> str:
-    """sha256 of the canonical config's JSON (sorted keys; the device, which changes no result,
-    left out), 10 hex digits."""
-    fields_ = canonical(cfg).to_dict()
-    fields_["device"] = "auto"
+    """sha256 of the canonical config's JSON (sorted keys; the fields of ``HASH_PINNED``, which
+    change no result, pinned), 10 hex digits."""
+    fields_ = {**canonical(cfg).to_dict(), **HASH_PINNED}
     return hashlib.sha256(json.dumps(fields_, sort_keys=True).encode()).hexdigest()[:10]
 
 

@@ -692,19 +692,23 @@ def figure_rho(groups: list[Group], path: Path) -> bool:
     gaps = [g.values(lambda r: r.final["transfer_gap_pp"]) for g in sam]
     ax2.errorbar(rhos, [v.mean() for v in gaps], yerr=[v.std() for v in gaps], fmt="-o",
                  capsize=2, label="sast")
-    base = [g for g in groups if g.config["method"] == "surrogate"]
-    if base:
-        b = base[0]
+    b = baseline_group(groups)
+    if b is not None:
         for mode, style in (("surrogate", ":"), ("hard", "-.")):
             ax1.axhline(100 * b.values(lambda r, m=mode: r.final[m]["accuracy"]).mean(),
                         ls=style, color="gray", label=f"{b.label} — {mode} spikes")
         ax2.axhline(b.values(lambda r: r.final["transfer_gap_pp"]).mean(), ls=":",
                     color="gray", label=b.label)
-    ax1.set_xlabel("ρ")
+    best = select_best_rho(sam)
     ax1.set_ylabel("accuracy (%)")
-    ax2.set_xlabel("ρ")
     ax2.set_ylabel("transfer gap (pp)")
     for ax in (ax1, ax2):
+        if best is not None:
+            ax.axvline(best.config["rho"], color="C3", lw=0.8, ls="--",
+                       label=f"ρ selected on validation ({best.config['rho']:g})")
+        if rhos[0] > 0 and rhos[-1] / rhos[0] >= 10:
+            ax.set_xscale("log")
+        ax.set_xlabel("ρ")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.tight_layout()
@@ -915,8 +919,8 @@ def conclusion(groups: list[Group]) -> list[str]:
         edge = ""
         rhos = sorted(g.config["rho"] for g in sam)
         if len(rhos) > 1 and rho in (rhos[0], rhos[-1]):
-            edge = (f" — at the {'smallest' if rho == rhos[0] else 'largest'} radius of the "
-                    "grid, so a better ρ may lie beyond it")
+            edge = (f" (the {'smallest' if rho == rhos[0] else 'largest'} radius of the "
+                    "grid, so a better ρ may lie beyond it)")
         lines.append(
             f"SAST at its validation-selected ρ = {rho:g}{edge} reaches "
             f"{pm(acc(best, 'surrogate'), digits=1)} % (surrogate) and "

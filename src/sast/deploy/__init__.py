@@ -4,17 +4,22 @@ inference, and the cost of a deployed network in synaptic operations.
 - :mod:`~sast.deploy.fixedpoint`: the saturating Q(I.F) membrane word, the rounding shift;
 - :mod:`~sast.deploy.leak`: β as a fixed-point multiplier or a power-of-two shift;
 - :mod:`~sast.deploy.quantise`: symmetric b-bit weights (per tensor or per output channel) and
-  the integer rescale of a synaptic sum.
+  the integer rescale of a synaptic sum;
+- :mod:`~sast.deploy.topology`: a trained network read as a chain of synaptic stages;
+- :mod:`~sast.deploy.integer`: the quantised network and its int64 inference.
 
 The quantisation scheme, formats and rounding modes are this package's own choices (the
 paper's quantisation details are not public).
 """
 
 from sast.deploy.fixedpoint import QFormat, round_shift
+from sast.deploy.integer import IntegerNetwork, IntegerTrace, quantise_network
 from sast.deploy.leak import LEAK_MODES, Leak
 from sast.deploy.quantise import GRANULARITIES, QuantisedWeight, quantise_weight, requantiser
+from sast.deploy.topology import Synapses, Topology, read_topology
 
 __all__ = [
-    "GRANULARITIES", "LEAK_MODES", "Leak", "QFormat", "QuantisedWeight", "quantise_weight",
-    "requantiser", "round_shift",
+    "GRANULARITIES", "LEAK_MODES", "IntegerNetwork", "IntegerTrace", "Leak", "QFormat",
+    "QuantisedWeight", "Synapses", "Topology", "quantise_network", "quantise_weight",
+    "read_topology", "requantiser", "round_shift",
 ]

@@ -1,4 +1,5 @@
-"""The ``sast`` command: ``train``, ``evaluate``, ``datasets``."""
+"""The ``sast`` command: ``train``, ``evaluate``, ``deploy``, ``report``, ``sweep``,
+``reproduce``, ``datasets``."""
 
 from __future__ import annotations
 
@@ -108,6 +109,33 @@ _int_tuple = _tuple_of(int, "integers")
 _float_tuple = _tuple_of(float, "numbers")
 
 
+def _bits_list(text: str) -> tuple[int, ...]:
+    bits = _int_tuple(text)
+    if not bits or any(not 2 <= b <= 16 for b in bits):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated bit widths, each an integer in 2..16, got {text!r}")
+    return bits
+
+
+def _leak_bits(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 30:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..30, got {text!r}")
+    return value
+
+
+def _membrane_format(text: str) -> str:
+    from sast.deploy.fixedpoint import QFormat
+
+    try:
+        return str(QFormat.parse(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _bool(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -196,6 +224,40 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=DEVICES, default="auto",
                           help="auto (CUDA if present), cpu or cuda (default: auto)")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    deploy = sub.add_parser(
+        "deploy", help="quantise a trained run, run it in integers, count SynOps",
+        description="Quantise a run folder's trained network post-training (symmetric b-bit "
+        "weights, a saturating fixed-point membrane, a discrete leak), run it with integer "
+        "arithmetic only and hard spikes, and write deploy.json: float hard accuracy, integer "
+        "accuracy per weight width, SynOps and dense MACs per sample, firing rate per layer, "
+        "model size, effective leak. Scores the part `sast evaluate` scores (the test part) "
+        "unless --split says otherwise.",
+    )
+    deploy.add_argument("run_dir", type=Path, help="a run folder written by `sast train`")
+    deploy.add_argument("--weight-bits", type=_bits_list, default=(8, 4), metavar="B[,B...]",
+                        help="weight widths to deploy, each 2..16 (default: 8,4)")
+    granularity = deploy.add_mutually_exclusive_group()
+    granularity.add_argument("--per-channel", dest="granularity", action="store_const",
+                             const="per-channel", help="one weight scale per output channel "
+                             "(default)")
+    granularity.add_argument("--per-tensor", dest="granularity", action="store_const",
+                             const="per-tensor", help="one weight scale per layer")
+    deploy.set_defaults(granularity="per-channel")
+    deploy.add_argument("--membrane-format", type=_membrane_format, default="Q8.8",
+                        metavar="Q<I>.<F>", help="membrane word: I integer bits (sign "
+                        "included) and F fraction bits, saturating (default: Q8.8)")
+    deploy.add_argument("--leak", choices=("multiplier", "shift"), default="multiplier",
+                        help="leak as a fixed-point multiplier, or as u − (u >> s) with "
+                        "1 − 2^−s nearest to β (default: multiplier)")
+    deploy.add_argument("--leak-fraction-bits", type=_leak_bits, default=12, metavar="N",
+                        help="fraction bits of the leak multiplier, 0..30 (default: 12)")
+    deploy.add_argument("--split", choices=("test", "val"), default="test",
+                        help="the run's part to score (default: test, as `sast evaluate`)")
+    deploy.add_argument("--device", choices=DEVICES, default="auto",
+                        help="device of the float reference evaluation; integer inference "
+                        "runs on the CPU (default: auto)")
+    deploy.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
     report = sub.add_parser(
         "report", help="write a Markdown report with tables and figures from run folders",
@@ -346,6 +408,34 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from sast.deploy.protocol import deploy_run
+
+    result = deploy_run(
+        args.run_dir, args.weight_bits, args.granularity, args.membrane_format, args.leak,
+        args.leak_fraction_bits, args.split, args.device, progress=not args.no_progress,
+    )
+    print(f"\n{args.run_dir / 'deploy.json'}  ({args.split} part, {result['float_hard']['n']} "
+          f"samples, membrane {args.membrane_format}, {args.granularity} weights, "
+          f"leak {args.leak})")
+    print(f"  {'network':<12} {'accuracy':>9} {'agrees':>7} {'SynOps/sample':>14} "
+          f"{'bytes':>10}")
+    fh = result["float_hard"]
+    print(f"  {'float, hard':<12} {100 * fh['accuracy']:8.2f}% {'':>7} "
+          f"{fh['synops_per_sample']:14.0f} {fh['model_size_bytes']:10d}")
+    for s in result["settings"]:
+        name = f"int{s['weight_bits']}"
+        print(f"  {name:<12} {100 * s['accuracy']:8.2f}% "
+              f"{100 * s['agreement_with_float_hard']:6.1f}% {s['synops_per_sample']:14.0f} "
+              f"{s['model_size_bytes']:10d}")
+    print(f"  dense MACs per sample {result['dense_macs_per_sample']}")
+    for i, leak in enumerate(result["leak"]):
+        if "beta" in leak:
+            print(f"  layer {i} leak: β {leak['beta']:g} → {leak['beta_effective']:.6g} "
+                  f"(error {leak['beta_error']:+.3g})")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from sast.report import write_report
 
@@ -397,7 +487,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report,
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "deploy": cmd_deploy,
+                "report": cmd_report,
                 "sweep": cmd_sweep, "reproduce": cmd_reproduce, "datasets": cmd_datasets}
     try:
         return commands[args.command](args)

@@ -7,7 +7,8 @@ inference, and the cost of a deployed network in synaptic operations.
   the integer rescale of a synaptic sum;
 - :mod:`~sast.deploy.topology`: a trained network read as a chain of synaptic stages;
 - :mod:`~sast.deploy.integer`: the quantised network and its int64 inference;
-- :mod:`~sast.deploy.synops`: SynOps, dense MACs, firing rates.
+- :mod:`~sast.deploy.synops`: SynOps, dense MACs, firing rates;
+- :mod:`~sast.deploy.protocol`: ``sast deploy``, ``deploy.json`` in a run folder.
 
 The quantisation scheme, formats and rounding modes are this package's own choices (the
 paper's quantisation details are not public).

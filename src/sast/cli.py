@@ -23,7 +23,7 @@ from sast.config import (
 from sast.data.corruptions import CORRUPTIONS
 from sast.layers import SCAN_IMPLEMENTATIONS
 from sast.models import ARCHITECTURES, CONV_SCHEDULES, NORMS, READOUTS
-from sast.neuron import SURROGATES
+from sast.neuron import RESETS, SURROGATES
 from sast.optim import SAM_POLICIES
 
 FIELD_HELP: dict[str, str] = {
@@ -47,6 +47,8 @@ FIELD_HELP: dict[str, str] = {
     "channels": "conv channel widths, e.g. 16,32",
     "beta": "membrane leak β in [0, 1)",
     "threshold": "firing threshold ϑ",
+    "reset": "after a spike, subtract ϑ from the membrane, or set it to zero (exportable to "
+    "NIR)",
     "surrogate": "surrogate spike function σ_k",
     "slope": "surrogate slope k (σ_k → Heaviside as k → ∞)",
     "readout": "logits from a leaky integrator's mean membrane, or from spike counts",
@@ -87,7 +89,7 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "readout": READOUTS, "conv_schedule": CONV_SCHEDULES,
     "scan_implementation": SCAN_IMPLEMENTATIONS, "method": METHODS,
     "sam_policy": SAM_POLICIES, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
-    "device": DEVICES, "norm": NORMS, "init": INITS,
+    "device": DEVICES, "norm": NORMS, "init": INITS, "reset": RESETS,
 }
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from sast.layers import SCAN_IMPLEMENTATIONS
 from sast.models import ARCHITECTURES, CONV_SCHEDULES, NORMS, READOUTS
-from sast.neuron import SURROGATES
+from sast.neuron import RESETS, SURROGATES
 from sast.optim import SAM_POLICIES
 
 METHODS = ("surrogate", "sast", "ste", "ste-sam")
@@ -26,6 +26,11 @@ BINNINGS = ("time", "count", "tonic")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 INITS = ("default", "firing-rate")
+LATER_FIELDS: dict[str, Any] = {"reset": "subtract"}
+"""Fields added after run folders and sweeps already existed, with the value every earlier run
+had: a saved config without one of them reads as that value, and a config holding that value
+hashes (:func:`sast.experiment.config_hash`) and groups (the report) as if the field were
+absent, so earlier sweeps keep their folder names."""
 
 
 @dataclass
@@ -50,6 +55,7 @@ class RunConfig:
     channels: tuple[int, ...] | None = None
     beta: float = 0.9
     threshold: float = 1.0
+    reset: str = "subtract"
     surrogate: str = "sigmoid"
     slope: float = 5.0
     readout: str = "leaky"
@@ -135,7 +141,7 @@ class RunConfig:
             "lr_schedule": LR_SCHEDULES, "device": DEVICES, "sam_policy": SAM_POLICIES,
             "surrogate": tuple(SURROGATES), "readout": READOUTS,
             "conv_schedule": CONV_SCHEDULES, "scan_implementation": SCAN_IMPLEMENTATIONS,
-            "norm": NORMS, "init": INITS,
+            "norm": NORMS, "init": INITS, "reset": RESETS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -229,6 +235,13 @@ class RunConfig:
             return cls(**data)
         except (TypeError, ValueError, OverflowError) as err:
             raise ValueError(f"{source}: {err}") from None
+
+
+def without_later_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a config as a mapping) without the :data:`LATER_FIELDS` that hold the value
+    every earlier run had: the form in which a config is hashed and compared across versions."""
+    return {k: v for k, v in data.items()
+            if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 _TYPE_CHECKS = {

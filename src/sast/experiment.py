@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from sast.config import RunConfig, load_config_file
+from sast.config import RunConfig, load_config_file, without_later_defaults
 from sast.lock import folder_lock
 from sast.runfolder import RunFolder, atomic_write_bytes, atomic_write_json, read_json
 
@@ -90,8 +90,9 @@ def canonical(cfg: RunConfig) -> RunConfig:
 
 def config_hash(cfg: RunConfig) -> str:
     """sha256 of the canonical config's JSON (sorted keys; the device, which changes no result,
-    left out), 10 hex digits."""
-    fields_ = canonical(cfg).to_dict()
+    left out, and so are fields added later while they hold their earlier value, so that an
+    earlier sweep's folders keep their names), 10 hex digits."""
+    fields_ = without_later_defaults(canonical(cfg).to_dict())
     fields_["device"] = "auto"
     return hashlib.sha256(json.dumps(fields_, sort_keys=True).encode()).hexdigest()[:10]
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from sast.config import LATER_FIELDS
 from sast.runfolder import RunFolder, atomic_write_bytes, read_json
 
 IGNORED_FIELDS = ("seed", "device", "cache_dir", "compile")
@@ -41,7 +42,9 @@ class Run:
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.final["config"]
+        """The run's config; a field added after the run was written reads as the value every
+        earlier run had (:data:`sast.config.LATER_FIELDS`), so old and new runs group alike."""
+        return {**LATER_FIELDS, **self.final["config"]}
 
 
 @dataclass

@@ -95,7 +95,7 @@ def make_model(
             surrogate=cfg.surrogate, slope=cfg.slope, spike_mode=cfg.train_spike_mode,
             readout=cfg.readout, readout_beta=cfg.readout_beta,
             conv_schedule=cfg.conv_schedule, scan_implementation=cfg.scan_implementation,
-            norm=cfg.norm, time_bins=cfg.time_bins,
+            norm=cfg.norm, time_bins=cfg.time_bins, reset=cfg.reset,
         )
     return model
 

@@ -93,9 +93,11 @@ def reference_run(net, frames, integer_bits, fraction_bits):
         u = np.zeros(current.shape[1:], dtype=np.int64)
         s = np.zeros_like(u)
         us, ss = [], []
+        zero = theta is not None and st.reset == "zero"
         for t in range(n_steps):
-            v = ref_leak(u, st.leak.mode, factor, st.leak.fraction_bits) + current[t]
-            if theta is not None:
+            kept = np.where(s == 1, 0, u) if zero else u  # reset to zero: forget a fired U
+            v = ref_leak(kept, st.leak.mode, factor, st.leak.fraction_bits) + current[t]
+            if theta is not None and not zero:
                 v = v - theta * s
             u = np.clip(v, lo, hi)
             us.append(u)
@@ -172,14 +174,16 @@ RANDOM_NETWORKS = [
 
 @pytest.mark.parametrize("case", range(len(RANDOM_NETWORKS)))
 @pytest.mark.parametrize("per_neuron", [False, True])
-def test_integer_inference_matches_the_numpy_reference_bit_for_bit(case, per_neuron):
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_integer_inference_matches_the_numpy_reference_bit_for_bit(case, per_neuron, reset):
     arch, shape, opts, bits, granularity, fmt, leak = RANDOM_NETWORKS[case]
-    model = make_model(arch, shape, seed=case, per_neuron=per_neuron, **opts)
+    model = make_model(arch, shape, seed=case, per_neuron=per_neuron, reset=reset, **opts)
     net = quantise_network(model, bits, granularity, fmt, leak, leak_fraction_bits=10)
     frames = random_frames((7, 5, *shape), seed=case)
     trace = assert_bit_exact(net, frames, QFormat.parse(fmt))
     for s in trace.spikes:  # the comparison is not vacuous: neurons fire, and not always
         assert 0 < float(s.double().mean()) < 1
+    assert all(st.reset == reset for st in net.stages if st.spiking)
 
 
 def test_quantised_parameters_follow_from_the_float_network():
@@ -228,8 +232,10 @@ def nmnist_samples(n_per_digit=1, digits=range(6)):
 
 @pytest.mark.parametrize("arch, opts, leak", [
     ("nmnist-mlp", dict(hidden=(24,)), "multiplier"),
+    ("nmnist-mlp", dict(hidden=(24,), reset="zero"), "shift"),
     ("nmnist-conv", dict(channels=(4, 8)), "shift"),
     ("nmnist-conv", dict(channels=(4,), hidden=(8,), readout="count"), "multiplier"),
+    ("nmnist-conv", dict(channels=(4, 8), reset="zero"), "multiplier"),
 ])
 def test_integer_inference_matches_the_reference_on_real_nmnist(arch, opts, leak):
     frames, _ = nmnist_samples()
@@ -240,10 +246,13 @@ def test_integer_inference_matches_the_reference_on_real_nmnist(arch, opts, leak
         assert all(0 < float(s.double().mean()) < 1 for s in trace.spikes)
 
 
-def test_fine_integer_network_reproduces_the_float_hard_network():
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+def test_fine_integer_network_reproduces_the_float_hard_network(reset):
     """With 16-bit weights, a Q16.16 membrane and a 24-bit leak, integer inference is the float
-    hard network up to rounding: the same spikes almost everywhere, the same predictions."""
-    model = make_model("nmnist-conv", (2, 12, 12), seed=3, channels=(4, 6), hidden=(10,))
+    hard network up to rounding: the same spikes almost everywhere, the same predictions (for
+    either reset: the integer reset follows the float one)."""
+    model = make_model("nmnist-conv", (2, 12, 12), seed=3, channels=(4, 6), hidden=(10,),
+                       reset=reset)
     frames = random_frames((8, 16, 2, 12, 12), seed=3)
     net = quantise_network(model, 16, "per-channel", "Q16.16", "multiplier",
                            leak_fraction_bits=24)

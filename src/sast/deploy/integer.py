@@ -13,6 +13,11 @@ counts for the first stage, the previous stage's spikes 0/1 after it):
     S[t] = 1 if U[t] > Θ else 0                 (Θ = round(ϑ·2^F): H(U − Θ) with H(0) = 0,
                                                  as the float hard mode)
 
+for reset by subtraction; a stage trained with reset to zero sets the membrane to 0 after a
+spike instead (leak(0) = 0 in both leak modes):
+
+    U[t] = sat(leak((1 − S[t−1])·U[t−1]) + I[t])
+
 The leaky readout's integrator is the same without threshold and reset, V[t] = sat(leak(V[t−1]) +
 I[t]); its output is R = Σ_t V[t] (the float logits are R / (T·2^F)). A spike-count readout
 outputs R = Σ_t S[t]. The prediction is argmax R (first maximum on ties, as ``torch.argmax``).
@@ -44,8 +49,8 @@ _INT64_HEADROOM = 1 << 62
 @dataclass(frozen=True)
 class IntegerStage:
     """One stage in integers: weights ``q``, per-channel multiplier ``m`` and shift ``r``,
-    bias ``B`` and threshold ``Θ`` on the membrane grid (None for the leaky readout), and the
-    leak."""
+    bias ``B`` and threshold ``Θ`` on the membrane grid (None for the leaky readout), the
+    leak, and the reset after a spike (``"subtract"`` Θ or ``"zero"``)."""
 
     synapses: Synapses
     weight: QuantisedWeight
@@ -54,6 +59,7 @@ class IntegerStage:
     bias: Tensor
     threshold: Tensor | None
     leak: Leak
+    reset: str = "subtract"
 
     @property
     def spiking(self) -> bool:
@@ -180,7 +186,10 @@ class IntegerNetwork:
             for i, st in enumerate(self.stages):
                 current = st.current(inp)
                 if st.spiking:
-                    u[i] = fmt.saturate(st.leak.apply(u[i]) + current - st.threshold * s[i])
+                    if st.reset == "zero":
+                        u[i] = fmt.saturate(st.leak.apply(u[i] * (1 - s[i])) + current)
+                    else:
+                        u[i] = fmt.saturate(st.leak.apply(u[i]) + current - st.threshold * s[i])
                     s[i] = (u[i] > st.threshold).to(torch.int64)
                     counts[i] += s[i]
                     inp = s[i]
@@ -224,6 +233,7 @@ class IntegerNetwork:
                 "out_shape": list(syn.out_shape), "neuron": "lif" if st.spiking else "leaky",
                 "threshold": None if st.threshold is None else
                 (int(st.threshold) if st.threshold.dim() == 0 else "per neuron"),
+                "reset": st.reset if st.spiking else None,
                 "leak": st.leak.summary(),
             })
         return out
@@ -251,7 +261,7 @@ def quantise_stage(stage: Stage, bits: int, granularity: str, membrane: QFormat,
         threshold = torch.from_numpy(membrane.threshold_on_grid(stage.threshold))
     return IntegerStage(stage.synapses, qw, torch.from_numpy(m), torch.from_numpy(r),
                         torch.from_numpy(membrane.to_grid(stage.bias.numpy())), threshold,
-                        Leak.from_beta(stage.beta, leak, leak_fraction_bits))
+                        Leak.from_beta(stage.beta, leak, leak_fraction_bits), stage.reset)
 
 
 def quantise_network(

@@ -68,8 +68,8 @@ class Stage:
 
     ``weight`` and ``bias`` are the trained ones (float64); the current into the neurons is
     ``input_gain · W ∗ pooled_sum(x) + b`` with ``input_gain = 1/k²``. ``neuron`` is ``"lif"``
-    (β and ϑ, numbers or per neuron) or ``"leaky"`` (the readout's non-spiking integrator,
-    threshold None)."""
+    (β and ϑ, numbers or per neuron, and its ``reset``, ``"subtract"`` or ``"zero"``) or
+    ``"leaky"`` (the readout's non-spiking integrator, threshold None)."""
 
     synapses: Synapses
     weight: Tensor
@@ -77,6 +77,7 @@ class Stage:
     neuron: str
     beta: np.ndarray
     threshold: np.ndarray | None
+    reset: str = "subtract"
 
     @property
     def input_gain(self) -> float:
@@ -139,7 +140,8 @@ def read_topology(model: SpikingNet) -> Topology:
     pending: tuple[str, nn.Module] | None = None
     stages: list[Stage] = []
 
-    def close(neuron: str, beta: np.ndarray, threshold: np.ndarray | None) -> None:
+    def close(neuron: str, beta: np.ndarray, threshold: np.ndarray | None,
+              reset: str = "subtract") -> None:
         nonlocal pending, pool, flatten, shape
         if pending is None:
             raise ValueError("a neuron layer follows no Conv2d or Linear layer")
@@ -148,7 +150,7 @@ def read_topology(model: SpikingNet) -> Topology:
         bias = layer.bias if layer.bias is not None else torch.zeros(syn.out_channels)
         stages.append(Stage(syn, layer.weight.detach().to("cpu", torch.float64).clone(),
                             bias.detach().to("cpu", torch.float64).clone(), neuron, beta,
-                            threshold))
+                            threshold, reset))
         pending, pool, flatten, shape = None, 1, False, syn.out_shape
 
     for op in _flat_modules(model):
@@ -157,7 +159,7 @@ def read_topology(model: SpikingNet) -> Topology:
                 close("leaky", np.asarray(op[1], dtype=np.float64), None)
             readout = op[0]
         elif isinstance(op, LIF):
-            close("lif", _buffer(op.beta), _buffer(op.threshold))
+            close("lif", _buffer(op.beta), _buffer(op.threshold), op.reset)
         elif isinstance(op, nn.AvgPool2d):
             pool = _check_pool(op, pool, flatten)
         elif isinstance(op, nn.Flatten):

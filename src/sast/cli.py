@@ -1,4 +1,4 @@
-"""The ``sast`` command: ``train``, ``evaluate``, ``deploy``, ``report``, ``sweep``,
+"""The ``sast`` command: ``train``, ``evaluate``, ``deploy``, ``export``, ``report``, ``sweep``,
 ``reproduce``, ``datasets``."""
 
 from __future__ import annotations
@@ -261,6 +261,23 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs on the CPU (default: auto)")
     deploy.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
+    export = sub.add_parser(
+        "export", help="write a trained run's network as a NIR graph",
+        description="Write a run folder's trained network (hard spikes) as a NIR graph "
+        "(Input, Conv2d, AvgPool2d, Flatten, Affine, LIF, LI, Output) for other simulators and "
+        "neuromorphic hardware. NIR's LIF resets to v_reset, so only networks trained with "
+        "--reset zero are exported (exactly); reset by subtraction is refused. Needs the nir "
+        "package: pip install 'sast[nir]'. docs/nir.md gives the mapping and discretisation.",
+    )
+    export.add_argument("run_dir", type=Path, help="a run folder written by `sast train`")
+    export.add_argument("out", type=Path, help="the file to write, e.g. net.nir")
+    export.add_argument("--format", dest="fmt", choices=("nir",), default="nir",
+                        help="output format (default: nir)")
+    export.add_argument("--dt", type=float, default=1e-4, metavar="SECONDS",
+                        help="the time step the exported time constants assume: "
+                        "tau = dt/(1 − β) (default: 1e-4, the step snnTorch's NIR importer "
+                        "simulates with)")
+
     report = sub.add_parser(
         "report", help="write a Markdown report with tables and figures from run folders",
         description="Write OUT/report.md and OUT/figures/*.png from finished run folders: "
@@ -438,6 +455,23 @@ def cmd_deploy(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from sast.deploy.nirexport import export_run
+
+    try:
+        summary = export_run(args.run_dir, args.out, args.fmt, args.dt)
+    except ImportError as err:
+        print(f"sast export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {summary['path']} (NIR, dt {summary['dt']:g} s, {summary['time_steps']} "
+          f"time steps, {summary['readout']} readout)")
+    print("  " + " → ".join(f"{name} ({kind})" for name, kind in summary["nodes"].items()))
+    logits = ("the mean of the Output stream over the time steps" if summary["readout"] ==
+              "leaky" else "the Output's spike counts over the time steps")
+    print(f"  logits: {logits}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from sast.report import write_report
 
@@ -490,7 +524,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "deploy": cmd_deploy,
-                "report": cmd_report,
+                "export": cmd_export, "report": cmd_report,
                 "sweep": cmd_sweep, "reproduce": cmd_reproduce, "datasets": cmd_datasets}
     try:
         return commands[args.command](args)

@@ -344,3 +344,150 @@ def test_export_nir_writes_atomically_to_a_path(tmp_path):
     again = nir.read(tmp_path / "a.nir")
     assert set(again.nodes) == set(graph.nodes) and again.metadata["dt"] == 1e-3
     assert [p.name for p in tmp_path.iterdir()] == ["a.nir"]
+
+
+# --- a third-party runtime: snnTorch's NIR importer on real N-MNIST ------------------------
+#
+# snnTorch's importer maps Affine, Conv2d, AvgPool2d, Flatten and LIF (to snn.Leaky with
+# β = 1 − dt/τ for its fixed dt = 1e-4 s, reset_mechanism="zero", reset_delay=False: the spike
+# and the reset in the same step, as NIR's equations say). It has no LI, so for the leaky
+# readout the test maps that one node itself, from NIR's equation by forward Euler. Samples go
+# in one at a time, step by step: NIR shapes have no batch dimension, and the importer turns
+# Flatten(start_dim=0) into torch.nn.Flatten(0, −1), which flattens a whole sample.
+
+needs_snntorch = pytest.mark.skipif(
+    any(importlib.util.find_spec(m) is None for m in ("nir", "nirtorch", "snntorch")),
+    reason="the test-only NIR runtime is not installed: pip install nir nirtorch snntorch "
+           "(all in the test extra)")
+
+RUNTIME_NETWORKS = [
+    ("nmnist-mlp", dict(hidden=(32,), readout="count")),
+    ("nmnist-mlp", dict(hidden=(32,), beta=0.8, readout_beta=0.7)),
+    ("nmnist-conv", dict(channels=(4, 8))),
+    ("nmnist-conv", dict(channels=(4,), hidden=(16,), readout="count", beta=0.85)),
+]
+
+
+class NIRLeakyIntegrator(torch.nn.Module):
+    """NIR's LI node, τ·dv/dt = (v_leak − v) + R·I, by forward Euler with the graph's dt:
+    v ← v + (dt/τ)·((v_leak − v) + R·I). Written here from NIR's equation: snnTorch's
+    importer has no LI."""
+
+    def __init__(self, node, dt):
+        super().__init__()
+        self.register_buffer("rate", torch.as_tensor(dt / node.tau))
+        self.register_buffer("r", torch.as_tensor(node.r))
+        self.register_buffer("v_leak", torch.as_tensor(node.v_leak))
+
+    def forward(self, x, state=None):
+        v = torch.zeros_like(x) if state is None else state
+        v = v + self.rate * ((self.v_leak - v) + self.r * x)
+        return v, v
+
+
+def snntorch_network(graph, dtype):
+    """The graph as snnTorch modules — every node through snnTorch's own NIR node converter,
+    the one ``import_from_nir`` uses, LI through :class:`NIRLeakyIntegrator` — wired by
+    nirtorch in ``dtype`` (``import_from_nir`` itself always loads float32)."""
+    import nir
+    import nirtorch
+    from snntorch.import_nir import _nir_to_snntorch_module
+
+    dt = float(graph.metadata["dt"])
+    node_map = {kind: (lambda n: _nir_to_snntorch_module(n, init_hidden=True))
+                for kind in (nir.Affine, nir.Conv2d, nir.Flatten, nir.AvgPool2d, nir.LIF)}
+    node_map[nir.LI] = lambda n: NIRLeakyIntegrator(n, dt)
+    return nirtorch.nir_to_torch(graph, node_map, dtype=dtype)
+
+
+def run_stepwise(net, frames):
+    """``frames`` [T, B, P, H, W] through ``net`` one sample at a time, step by step, its
+    neurons back at zero before each sample. Returns the Output stream [T, B, ...] and each
+    snn.Leaky layer's spikes [T, B, ...] (float64)."""
+    import snntorch as snn
+
+    leaks = [m for m in net.modules() if isinstance(m, snn.Leaky)]
+    dtype = next(net.parameters()).dtype
+    spikes = {id(m): [] for m in leaks}
+    hooks = [m.register_forward_hook(lambda mod, i, o: spikes[id(mod)].append(o.detach()))
+             for m in leaks]
+    # snnTorch emits spikes as float32 0/1 whatever its dtype; a 0/1 value is the same in any
+    hooks += [m.register_forward_pre_hook(lambda mod, args: tuple(a.to(mod.weight.dtype)
+                                                                  for a in args))
+              for m in net.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv2d))]
+    n_steps, batch = frames.shape[:2]
+    outputs = []
+    try:
+        with torch.no_grad():
+            for b in range(batch):
+                for m in leaks:
+                    m.mem = torch.zeros(0)  # re-initialised to zeros of the input's shape
+                state, stream = None, []
+                for t in range(n_steps):
+                    y, state = net(frames[t, b].to(dtype), state)
+                    stream.append(y.detach().double())
+                outputs.append(torch.stack(stream))
+    finally:
+        for h in hooks:
+            h.remove()
+    per_layer = [torch.stack(spikes[id(m)]).reshape(batch, n_steps, *spikes[id(m)][0].shape)
+                 .transpose(0, 1).double().numpy() for m in leaks]
+    return torch.stack(outputs, 1).numpy(), per_layer, leaks
+
+
+def runtime_case(case):
+    from .test_deploy import nmnist_samples
+
+    frames, _ = nmnist_samples(n_per_digit=2, digits=range(10))  # uint8 [T = 10, 20, 2, 34, 34]
+    arch, opts = RUNTIME_NETWORKS[case]
+    return frames, make_model(arch, (2, 34, 34), seed=0, gain=4.0, reset="zero", **opts)
+
+
+@needs_snntorch
+@pytest.mark.parametrize("case", range(len(RUNTIME_NETWORKS)))
+def test_snntorch_runs_the_exported_file_as_sast_does_in_float64(case, tmp_path):
+    """Every spike of every layer equal, logits to 1e-9: the same arithmetic in float64 up to
+    operation order (see the module docstring), checked against a 1e-9 threshold margin."""
+    import nir
+
+    frames, model = runtime_case(case)
+    path = tmp_path / "net.nir"
+    export_nir(model, path, time_steps=frames.shape[0])
+    graph = nir.read(path)
+    net = snntorch_network(graph, torch.float64)
+    out, spikes, leaks = run_stepwise(net, frames)
+    beta = RUNTIME_NETWORKS[case][1].get("beta", 0.9)
+    for m in leaks:  # the importer read β, ϑ and the reset back as trained
+        torch.testing.assert_close(m.beta, torch.full_like(m.beta, beta), rtol=1e-15, atol=0)
+        assert float(m.threshold) == 1.0 and m.reset_mechanism == "zero"
+    logits, states, thresholds = sast_hard_run(model, frames.numpy())
+    assert_margin(states, thresholds)
+    assert len(spikes) == len(states)
+    for theirs, (_, ours) in zip(spikes, states, strict=True):
+        np.testing.assert_array_equal(theirs, ours)
+        assert 0 < ours.mean() < 1
+    readout = graph.metadata["readout"]
+    theirs = out.mean(0) if readout == "leaky" else out.sum(0)
+    np.testing.assert_allclose(theirs, logits, rtol=0, atol=1e-9)
+
+
+@needs_snntorch
+@pytest.mark.parametrize("case", [i for i, (_, o) in enumerate(RUNTIME_NETWORKS)
+                                  if o.get("readout") == "count"])
+def test_snntorch_import_from_nir_as_is_predicts_as_sast(case, tmp_path):
+    """snnTorch's public importer, untouched (spike-count readouts: it has no LI), loads
+    float32, so β = 1 − dt/τ and the currents carry float32 rounding (~1e-7 relative) that
+    could flip a spike within that distance of threshold: predictions must agree, and all but
+    0.1 % of spikes."""
+    import nir
+    from snntorch.import_nir import import_from_nir
+
+    frames, model = runtime_case(case)
+    path = tmp_path / "net.nir"
+    export_nir(model, path)
+    net = import_from_nir(nir.read(path))
+    out, spikes, _ = run_stepwise(net, frames)
+    logits, states, _ = sast_hard_run(model, frames.numpy())
+    for theirs, (_, ours) in zip(spikes, states, strict=True):
+        assert float((theirs == ours).mean()) >= 0.999
+    assert (out.sum(0).argmax(1) == logits.argmax(1)).all()

@@ -71,7 +71,8 @@ class QuantisedWeight:
 def quantise_weight(weight: Tensor, bits: int = 8, granularity: str = "per-channel"
                     ) -> QuantisedWeight:
     """Symmetric ``bits``-bit quantisation of ``weight`` (output channels first), per tensor or
-    per output channel (see the module docstring).
+    per output channel (see the module docstring), computed in float64 on the weight's own
+    device (IEEE division and round-half-to-even give the same q and s on CPU and GPU).
 
     >>> qw = quantise_weight(torch.tensor([[0.5, -1.0], [0.01, 0.02]]), bits=4,
     ...                      granularity="per-channel")
@@ -79,7 +80,7 @@ def quantise_weight(weight: Tensor, bits: int = 8, granularity: str = "per-chann
     ([[4, -7], [4, 7]], [0.14286, 0.00286])
     """
     bits, granularity = check_bits(bits), check_granularity(granularity)
-    w = weight.detach().to("cpu", torch.float64)
+    w = weight.detach().to(torch.float64)
     q_max = (1 << (bits - 1)) - 1
     if granularity == "per-channel":
         peak = w.abs().reshape(w.shape[0], -1).amax(1)

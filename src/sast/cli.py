@@ -68,6 +68,11 @@ FIELD_HELP: dict[str, str] = {
     "eta": "ASAM's η",
     "sam_policy": "descent gradient on the same minibatch, or an independent second one",
     "rho_warmup_epochs": "raise ρ linearly from 0 over this many epochs",
+    "qat_weight_bits": "quantisation-aware training: forward passes use the weights quantised "
+    "to this many bits (2..16) as `sast deploy` quantises them, the gradient passes straight "
+    "through to the float weights (default: off)",
+    "qat_per_channel": "with --qat-weight-bits: one weight scale per output channel (true) or "
+    "per layer (false)",
     "optimizer": "base optimiser",
     "lr": "learning rate",
     "momentum": "SGD momentum",
@@ -237,15 +242,16 @@ def build_parser() -> argparse.ArgumentParser:
         "unless --split says otherwise.",
     )
     deploy.add_argument("run_dir", type=Path, help="a run folder written by `sast train`")
-    deploy.add_argument("--weight-bits", type=_bits_list, default=(8, 4), metavar="B[,B...]",
-                        help="weight widths to deploy, each 2..16 (default: 8,4)")
+    deploy.add_argument("--weight-bits", type=_bits_list, default=None, metavar="B[,B...]",
+                        help="weight widths to deploy, each 2..16 (default: 8,4; a run "
+                        "trained with --qat-weight-bits B: B first, then 8,4)")
     granularity = deploy.add_mutually_exclusive_group()
     granularity.add_argument("--per-channel", dest="granularity", action="store_const",
                              const="per-channel", help="one weight scale per output channel "
-                             "(default)")
+                             "(default, except for a run trained per tensor with QAT)")
     granularity.add_argument("--per-tensor", dest="granularity", action="store_const",
                              const="per-tensor", help="one weight scale per layer")
-    deploy.set_defaults(granularity="per-channel")
+    deploy.set_defaults(granularity=None)
     deploy.add_argument("--membrane-format", type=_membrane_format, default="Q8.8",
                         metavar="Q<I>.<F>", help="membrane word: I integer bits (sign "
                         "included) and F fraction bits, saturating (default: Q8.8)")
@@ -435,13 +441,20 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         args.leak_fraction_bits, args.split, args.device, progress=not args.no_progress,
     )
     print(f"\n{args.run_dir / 'deploy.json'}  ({args.split} part, {result['float_hard']['n']} "
-          f"samples, membrane {args.membrane_format}, {args.granularity} weights, "
-          f"leak {args.leak})")
+          f"samples, membrane {args.membrane_format}, {result['options']['granularity']} "
+          f"weights, leak {args.leak})")
     print(f"  {'network':<12} {'accuracy':>9} {'agrees':>7} {'SynOps/sample':>14} "
           f"{'bytes':>10}")
     fh = result["float_hard"]
     print(f"  {'float, hard':<12} {100 * fh['accuracy']:8.2f}% {'':>7} "
           f"{fh['synops_per_sample']:14.0f} {fh['model_size_bytes']:10d}")
+    qat = result.get("qat")
+    if qat is not None:
+        name = f"qat{qat['weight_bits']}, hard"
+        agrees = qat["agreement_with_integer"]
+        print(f"  {name:<12} {100 * qat['hard']['accuracy']:8.2f}% "
+              f"{'' if agrees is None else f'{100 * agrees:6.1f}%':>7} "
+              f"{qat['hard']['synops_per_sample']:14.0f} {'':>10}")
     for s in result["settings"]:
         name = f"int{s['weight_bits']}"
         print(f"  {name:<12} {100 * s['accuracy']:8.2f}% "

@@ -81,11 +81,15 @@ class Sweep:
 
 
 def canonical(cfg: RunConfig) -> RunConfig:
-    """The config with the fields its method ignores set to their defaults."""
-    if cfg.uses_sam:
-        return cfg
+    """The config with the fields it ignores set to their defaults: SAM's of a method without
+    SAM, ``qat_per_channel`` of a run without quantisation-aware training."""
     defaults = RunConfig()
-    return cfg.replace(**{k: getattr(defaults, k) for k in SAM_FIELDS})
+    ignored = [] if cfg.uses_sam else list(SAM_FIELDS)
+    if cfg.qat_weight_bits is None:
+        ignored.append("qat_per_channel")
+    if not any(getattr(cfg, k) != getattr(defaults, k) for k in ignored):
+        return cfg
+    return cfg.replace(**{k: getattr(defaults, k) for k in ignored})
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -27,7 +27,7 @@ PAPER_OVERHEAD = 2.08
 """SAST's per-epoch training cost relative to the baseline, as the paper's abstract reports."""
 """Config fields that do not define a group (they change no number, or are the seed)."""
 MODES = ("surrogate", "hard")
-LABELLED_FIELDS = ("ste_finetune_epochs", "slope_final")
+LABELLED_FIELDS = ("ste_finetune_epochs", "slope_final", "qat_weight_bits", "qat_per_channel")
 """Fields a group label names in words when they are set, never as ``field=value``."""
 
 
@@ -139,6 +139,9 @@ def group_runs(runs: list[Run]) -> list[Group]:
             label += f" → STE fine-tune {c['ste_finetune_epochs']} ep"
         if c.get("slope_final") is not None:
             label += f", k {c['slope']:g}→{c['slope_final']:g}"
+        if c.get("qat_weight_bits") is not None:
+            label += f", QAT {c['qat_weight_bits']}-bit"
+            label += "" if c.get("qat_per_channel", True) else " per tensor"
         extras = [f"{k}={c.get(k)}" for k in shown[id(group)]]
         group.label = label + (f" ({', '.join(extras)})" if extras else "")
     return ordered

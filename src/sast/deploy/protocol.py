@@ -6,6 +6,15 @@ network's accuracy, its agreement with the float hard predictions, SynOps, firin
 weight quantisation error and effective leak. The data are the run's own parts, built as
 ``sast evaluate`` builds them (:func:`sast.splits.prepare_data`). docs/protocol.md
 ("Deployment: SynOps and MACs") defines every number.
+
+A run trained with quantisation-aware training (``qat_weight_bits`` = b, :mod:`sast.qat`) is
+read with its float master weights: ``float_hard`` is those weights with hard spikes, each
+integer setting quantises them as post-training quantisation would (at b bits that gives
+exactly the integers its training saw), and ``qat`` adds the trained network itself — the
+fake-quantised weights in float arithmetic with hard spikes, what ``final.json`` scored — and
+how often the integer network at b bits agrees with it. Unless told otherwise, such a run is
+deployed at b bits first (then 8 and 4) with its training's weight scale (per channel or per
+tensor).
 """
 
 from __future__ import annotations
@@ -17,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sast.config import RunConfig
 from sast.data import FrameSet, time_first
 from sast.deploy.fixedpoint import QFormat
 from sast.deploy.integer import IntegerNetwork, float_model_size_bytes, quantise_network
@@ -27,12 +37,15 @@ from sast.deploy.topology import Topology, read_topology
 from sast.layers import lif_attributes
 from sast.lock import folder_lock
 from sast.neuron import heaviside
+from sast.qat import fake_quantised_weights
 from sast.results import run_header
 from sast.runfolder import RunFolder, atomic_write_json
 from sast.splits import prepare_data
 from sast.train import load_run, resolve_device
 
 DEPLOY_SPLITS = ("test", "val")
+DEFAULT_WEIGHT_BITS = (8, 4)
+DEFAULT_GRANULARITY = "per-channel"
 
 
 class _Tally:
@@ -133,8 +146,12 @@ def deploy_model(
     granularity: str = "per-channel", membrane: str | QFormat = "Q8.8",
     leak: str = "multiplier", leak_fraction_bits: int = 12,
     device: torch.device | str = "cpu", batch_size: int = 256,
+    qat: tuple[int, str] | None = None,
 ) -> dict[str, Any]:
-    """Everything ``deploy.json`` holds about a network, measured on ``data``."""
+    """Everything ``deploy.json`` holds about a network, measured on ``data``. ``qat`` =
+    (bits, granularity) of a network trained with fake-quantised weights (``model`` holding
+    its float master weights) adds the ``qat`` entry: that network as trained, with hard
+    spikes."""
     bits = [check_bits(b) for b in weight_bits]
     if not bits:
         raise ValueError("give at least one weight bit width")
@@ -145,10 +162,21 @@ def deploy_model(
     topology = read_topology(model)
     float_hard, float_pred = evaluate_float_hard(model, topology, data, device, batch_size)
     float_hard["model_size_bytes"] = float_model_size_bytes(topology)
+    qat_entry, qat_pred = None, None
+    if qat is not None:
+        qat_bits, qat_granularity = check_bits(qat[0]), check_granularity(qat[1])
+        with fake_quantised_weights(model, qat_bits, qat_granularity):
+            qat_hard, qat_pred = evaluate_float_hard(model, topology, data, device, batch_size)
+        qat_entry = {"weight_bits": qat_bits, "granularity": qat_granularity,
+                     "hard": qat_hard, "agreement_with_integer": None}
     settings = []
     for b in bits:
         net = quantise_network(topology, b, granularity, fmt, leak, leak_fraction_bits)
         result, pred = evaluate_integer(net, data, batch_size)
+        if qat_entry is not None and (b, granularity) == (qat_entry["weight_bits"],
+                                                           qat_entry["granularity"]) \
+                and qat_entry["agreement_with_integer"] is None:
+            qat_entry["agreement_with_integer"] = float((pred == qat_pred).double().mean())
         settings.append({
             "weight_bits": b, "granularity": granularity, "membrane_format": str(fmt),
             **result,
@@ -169,20 +197,35 @@ def deploy_model(
         "leak": [st.leak.summary() for st in net.stages],
         "thresholds_on_grid": [_threshold_summary(st.threshold) for st in net.stages],
         "float_hard": float_hard,
+        **({"qat": qat_entry} if qat_entry is not None else {}),
         "float_surrogate_synops": None,
         "float_surrogate_synops_note": NOT_EVENTS,
         "settings": settings,
     }
 
 
+def default_settings(cfg: RunConfig, weight_bits: Sequence[int] | None = None,
+                     granularity: str | None = None) -> tuple[tuple[int, ...], str]:
+    """The weight widths and scale a run is deployed at when not told: 8 and 4 bits per
+    channel; a QAT run's own width first and its own scale."""
+    if granularity is None:
+        granularity = (cfg.qat_granularity if cfg.qat_weight_bits is not None
+                       else DEFAULT_GRANULARITY)
+    if weight_bits is None:
+        own = () if cfg.qat_weight_bits is None else (cfg.qat_weight_bits,)
+        weight_bits = (*own, *(b for b in DEFAULT_WEIGHT_BITS if b not in own))
+    return tuple(weight_bits), granularity
+
+
 def deploy_run(
-    run_dir: str | Path, weight_bits: Sequence[int] = (8, 4), granularity: str = "per-channel",
-    membrane: str | QFormat = "Q8.8", leak: str = "multiplier", leak_fraction_bits: int = 12,
-    split: str = "test", device: str = "auto", progress: bool = False,
+    run_dir: str | Path, weight_bits: Sequence[int] | None = None,
+    granularity: str | None = None, membrane: str | QFormat = "Q8.8", leak: str = "multiplier",
+    leak_fraction_bits: int = 12, split: str = "test", device: str = "auto",
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Deploy a run folder's network on its ``split`` part (``"test"``, as ``sast evaluate``
-    scores it, or ``"val"``) and write ``deploy.json``; returns what was written. The run
-    folder is locked meanwhile."""
+    scores it, or ``"val"``) and write ``deploy.json``; returns what was written. Weight widths
+    and scale default to :func:`default_settings`. The run folder is locked meanwhile."""
     if split not in DEPLOY_SPLITS:
         raise ValueError(f"unknown split {split!r}; expected one of {DEPLOY_SPLITS}")
     folder = RunFolder(run_dir)
@@ -190,7 +233,10 @@ def deploy_run(
         raise FileNotFoundError(f"{run_dir} is not a run folder (no config.json)")
     with folder_lock(run_dir, "run folder"):
         dev = resolve_device(device)
-        cfg, model = load_run(run_dir, device=str(dev))
+        cfg, model = load_run(run_dir, device=str(dev), fake_quantise=False)
+        weight_bits, granularity = default_settings(cfg, weight_bits, granularity)
+        qat = (None if cfg.qat_weight_bits is None
+               else (cfg.qat_weight_bits, cfg.qat_granularity))
         splits = prepare_data(cfg, progress)
         data = splits.test if split == "test" else splits.val
         if len(data) == 0:
@@ -198,7 +244,7 @@ def deploy_run(
         result = {
             **run_header(cfg, split),
             **deploy_model(model, data, weight_bits, granularity, membrane, leak,
-                           leak_fraction_bits, dev, cfg.eval_batch_size),
+                           leak_fraction_bits, dev, cfg.eval_batch_size, qat),
             "splits": splits.manifest(),
             "config": cfg.to_dict(),
         }

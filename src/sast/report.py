@@ -3,8 +3,9 @@
 Runs whose configs differ only in ``seed`` form one group; tables show mean ± std over a
 group's seeds. Each group is labelled by its method and ρ, plus each config field in which it
 departs from what most groups share. What the report reads, per run: ``final.json`` (required),
-``evaluation.json``, ``robustness.json``, ``diagnostics.json`` and ``metrics.jsonl`` (each
-section appears when its files exist).
+``evaluation.json``, ``robustness.json``, ``diagnostics.json``, ``attribution.json``,
+``deploy.json`` (:mod:`sast.deployreport`) and ``metrics.jsonl`` (each section appears when its
+files exist).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ class Run:
     robustness: dict[str, Any] | None = None
     diagnostics: dict[str, Any] | None = None
     attribution: dict[str, Any] | None = None
+    deploy: dict[str, Any] | None = None
 
     @property
     def config(self) -> dict[str, Any]:
@@ -96,7 +98,7 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
         for root in run_folders(p):
             folder = RunFolder(root)
             extra = {}
-            for name in ("evaluation", "robustness", "diagnostics", "attribution"):
+            for name in ("evaluation", "robustness", "diagnostics", "attribution", "deploy"):
                 file = folder.root / f"{name}.json"
                 extra[name] = read_json(file) if file.exists() else None
             runs.append(Run(folder.root, read_json(folder.final), **extra))
@@ -1049,6 +1051,9 @@ def write_report(run_dirs: list[str | Path], out: str | Path, study: Any = None)
         lines += ["## Diagnostics", "", diag]
         if figure_loss_slices(groups, figures / "loss_slice.png"):
             lines += ["![loss slices](figures/loss_slice.png)", ""]
+    from sast.deployreport import deployment_section
+
+    lines += deployment_section(groups, figures)
     if figure_rho(groups, figures / "rho.png"):
         lines += ["## Accuracy and gap against ρ", "", "![accuracy vs rho](figures/rho.png)", ""]
     path = out / "report.md"

@@ -5,6 +5,7 @@ cartesian product::
 
     out: sweeps/rho-grid              # sweep folder (default: sweeps/<grid file name>)
     evaluate: {robustness: true}      # protocol after training (optional; see below)
+                                      # (deploy: true also runs `sast deploy`)
     resources: {num_cpus: 1, num_gpus: 0}   # per run, for the Ray backend
     grid:
       dataset: synthetic-nmnist
@@ -52,7 +53,14 @@ BACKENDS = ("local", "ray")
 SAM_FIELDS = ("rho", "adaptive", "eta", "sam_policy", "rho_warmup_epochs")
 EVALUATE_OPTIONS = {"robustness": False, "diagnostics": False, "attribution": False,
                     "corruption": "drop", "levels": None, "corruption_seeds": 3,
-                    "sharpness_rho": 0.3, "diagnostic_samples": 256}
+                    "sharpness_rho": 0.3, "diagnostic_samples": 256, "deploy": False,
+                    "deploy_bits": None}
+LATER_EVALUATE_OPTIONS = {"deploy": False, "deploy_bits": None}
+"""Evaluate options added after sweeps already existed, with the value every earlier
+``evaluated.json`` had: a run evaluated before they existed still counts as evaluated with them
+at these values. ``deploy: true`` runs ``sast deploy`` on each run after the protocol
+(``deploy.json``) at ``deploy_bits`` (a list of widths, 2..16; null: ``sast deploy``'s
+defaults, 8 and 4 bits, a QAT run's own width first)."""
 RESULT_COLUMNS = (
     "run", "status", "dataset", "arch", "method", "rho", "seed", "epochs", "split",
     "surrogate_accuracy", "hard_accuracy", "transfer_gap_pp", "surrogate_nll", "hard_nll",
@@ -194,9 +202,18 @@ def sweep_from_dict(data: dict[str, Any], source: str, out: str | Path | None = 
 
 def _check_evaluate(evaluate: dict[str, Any], source: str) -> None:
     """Each evaluate option holds a value of its default's type (``levels``: null or a list of
-    numbers)."""
+    numbers; ``deploy_bits``: null or a list of integers in 2..16)."""
     for key, value in evaluate.items():
         default = EVALUATE_OPTIONS[key]
+        if key == "deploy_bits":
+            ok = value is None or (isinstance(value, list) and value != [] and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) and 2 <= v <= 16
+                for v in value))
+            if not ok:
+                raise ValueError(f"{source}: evaluate option 'deploy_bits' = "
+                                 f"{reprlib.repr(value)} must be null or a list of weight "
+                                 "widths, integers in 2..16")
+            continue
         if default is None:
             ok = value is None or (isinstance(value, list) and all(
                 isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value))
@@ -222,6 +239,12 @@ def evaluate_options(evaluate: dict[str, Any]) -> dict[str, Any]:
     return {**EVALUATE_OPTIONS, **evaluate} if evaluate else {}
 
 
+def _comparable(options: dict[str, Any]) -> dict[str, Any]:
+    """Evaluation options without the :data:`LATER_EVALUATE_OPTIONS` at their earlier value."""
+    return {k: v for k, v in options.items()
+            if not (k in LATER_EVALUATE_OPTIONS and v == LATER_EVALUATE_OPTIONS[k])}
+
+
 def run_status(folder: Path, cfg: RunConfig, evaluate: dict[str, Any]) -> str:
     """``finished`` (trained, and evaluated with the options asked for), ``failed`` (its last
     attempt failed), ``interrupted`` (something is there, not finished) or ``pending``."""
@@ -233,7 +256,8 @@ def run_status(folder: Path, cfg: RunConfig, evaluate: dict[str, Any]) -> str:
     except ValueError:
         return "interrupted"
     trained = final is not None and final.get("epochs") == cfg.epochs
-    if trained and (not evaluate or evaluated == evaluate_options(evaluate)):
+    if trained and (not evaluate or (isinstance(evaluated, dict) and _comparable(evaluated)
+                                     == _comparable(evaluate_options(evaluate)))):
         return "finished"
     if status in ("failed", "diverged"):
         return "failed"
@@ -268,6 +292,10 @@ def execute_run(cfg_dict: dict[str, Any], folder: str, evaluate: dict[str, Any],
                 sharpness_rho=opts["sharpness_rho"], attribution=opts["attribution"],
                 diagnostic_samples=opts["diagnostic_samples"],
             )
+            if opts["deploy"]:
+                from sast.deploy.protocol import deploy_run
+
+                deploy_run(folder, opts["deploy_bits"], device=cfg.device)
             atomic_write_json(Path(folder) / EVALUATED, opts)
         RunFolder(folder).write_status("finished", epoch=cfg.epochs)
         return {"status": "finished", "seconds": time.time() - start}

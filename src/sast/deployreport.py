@@ -106,6 +106,7 @@ def deployment_pairs(groups: list[Group]) -> list[Pair]:
         key = (g.config["dataset"], _qat_name(g.config))
         if key not in keys:
             keys.append(key)
+    keys.sort(key=lambda k: (k[1] != "float-trained",))  # float-trained first, else in order
     pairs = []
     for dataset, qat in keys:
         subset = [g for g in with_deploy if (g.config["dataset"], _qat_name(g.config))
@@ -239,7 +240,7 @@ def figure_deployment(groups: list[Group], path: Path) -> bool:
         shown = [i for i, v in enumerate(values) if len(v)]
         ax.errorbar(xs[shown], [100 * values[i].mean() for i in shown],
                     yerr=[100 * values[i].std() for i in shown], fmt=style + "o", capsize=3,
-                    color=colour, label=f"{g.label} ({_seeds(g)} seeds)")
+                    color=colour, label=f"{g.label} ({_seeds(g)} seed{'s' * (_seeds(g) > 1)})")
     for ax, dataset in zip(axes[0], datasets, strict=True):
         name = paper_dataset(dataset)
         if name is not None:
@@ -256,7 +257,7 @@ def figure_deployment(groups: list[Group], path: Path) -> bool:
         ax.set_title(f"{dataset}: accuracy against weight width\n(mean ± std over seeds)",
                      fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.15), frameon=False)
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
     fig.tight_layout()
     _save(fig, path)
     return True

@@ -454,7 +454,7 @@ def cmd_deploy(args: argparse.Namespace) -> int:
         agrees = qat["agreement_with_integer"]
         print(f"  {name:<12} {100 * qat['hard']['accuracy']:8.2f}% "
               f"{'' if agrees is None else f'{100 * agrees:6.1f}%':>7} "
-              f"{qat['hard']['synops_per_sample']:14.0f} {'':>10}")
+              f"{qat['hard']['synops_per_sample']:14.0f}")
     for s in result["settings"]:
         name = f"int{s['weight_bits']}"
         print(f"  {name:<12} {100 * s['accuracy']:8.2f}% "

@@ -252,3 +252,49 @@ def test_evaluation_batch_size_changes_no_folder_name():
 
     assert config_hash(RunConfig(eval_batch_size=32)) == config_hash(
         RunConfig(eval_batch_size=256)) == config_hash(RunConfig())
+
+
+def test_a_sweep_can_deploy_every_run_after_training(tmp_path, monkeypatch):
+    """evaluate: {deploy: true} runs `sast deploy` on each run after the protocol; the report
+    of the sweep then has its Deployment section; an evaluated.json written before the option
+    existed still counts as evaluated where deploy is not asked for."""
+    import torch
+
+    from sast.report import write_report
+    from sast.runfolder import atomic_write_json, read_json
+
+    torch.set_num_threads(1)
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GRID.replace("epochs: 3", "epochs: 1").replace("[0, 1]", "0")
+                    .replace("rho: [0.1, 0.3]", "rho: 0.1\n  qat_weight_bits: 8")
+                    + "evaluate: {deploy: true}\n")
+    sweep = load_sweep(grid, tmp_path / "out")
+    assert len(sweep.configs) == 2
+    monkeypatch.setattr("sast.experiment.local_pool", _inline_pool)
+    rows = run_sweep(sweep, log=lambda *_: None)
+    assert [r["status"] for r in rows] == ["finished", "finished"]
+    for cfg in sweep.configs:
+        folder = sweep.folder(cfg)
+        deployed = read_json(folder / "deploy.json")
+        assert deployed["options"]["weight_bits"] == [8, 4]  # the QAT width first
+        assert deployed["qat"]["weight_bits"] == 8 and deployed["method"] == cfg.method
+        evaluated = read_json(folder / "evaluated.json")
+        assert evaluated["deploy"] is True and evaluated["deploy_bits"] is None
+        assert run_status(folder, cfg, sweep.evaluate) == "finished"
+        assert run_status(folder, cfg, {"robustness": False}) == "interrupted"
+        # evaluated before `deploy` existed: the same as deploy: false
+        atomic_write_json(folder / "evaluated.json", {
+            k: v for k, v in evaluated.items() if k not in ("deploy", "deploy_bits")})
+        assert run_status(folder, cfg, {"robustness": False}) == "finished"
+        assert run_status(folder, cfg, sweep.evaluate) == "interrupted"
+    report = write_report([sweep.out], tmp_path / "report").read_text()
+    assert "## Deployment" in report and "QAT 8-bit" in report
+    assert (tmp_path / "report" / "figures" / "deployment.png").exists()
+
+
+@pytest.mark.parametrize("bits", ["[1]", "[8.0]", "[]", "8", "[true]"])
+def test_deploy_bits_must_be_weight_widths(tmp_path, bits):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(GRID + f"evaluate: {{deploy: true, deploy_bits: {bits}}}\n")
+    with pytest.raises(ValueError, match="deploy_bits"):
+        load_sweep(grid)

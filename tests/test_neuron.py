@@ -162,3 +162,119 @@ def test_the_slope_is_reachable_from_lif_scan():
         assert torch.equal(s10, explicit) and not torch.equal(s10, default)
         with pytest.raises(ValueError, match="either in the Surrogate instance or as slope="):
             scan(x, surrogate=SigmoidSurrogate(slope=2.0), slope=3.0)
+
+
+# --- reset to zero: u[t] = β·(1 − s[t−1])·u[t−1] + I[t] ------------------------------------
+
+
+def hand_trajectory_zero(current, beta, threshold, spike_fn):
+    """The zero-reset recurrence in plain Python floats, written out independently."""
+    u_prev, s_prev, us, ss = 0.0, 0.0, [], []
+    for i in current:
+        u = beta * (1.0 - s_prev) * u_prev + i
+        s = spike_fn(u - threshold)
+        us.append(u)
+        ss.append(s)
+        u_prev, s_prev = u, s
+    return us, ss
+
+
+@pytest.mark.parametrize("scan", SCANS)
+@pytest.mark.parametrize("mode", ["hard", "ste"])
+def test_zero_reset_hard_forward_matches_hand_computed_trajectory(scan, mode):
+    # β = 0.5, ϑ = 1: u = 0.6, 0.9, 1.05 (spike), 0 (reset to zero, no input), 1.2 (spike)
+    x = torch.tensor(CURRENT, dtype=torch.float64).reshape(5, 1, 1)
+    s, u = scan(x, 0.5, 1.0, "sigmoid", mode, reset="zero")
+    assert u.flatten().tolist() == pytest.approx([0.6, 0.9, 1.05, 0.0, 1.2], abs=1e-12)
+    assert s.flatten().tolist() == [0.0, 0.0, 1.0, 0.0, 1.0]
+
+
+@pytest.mark.parametrize("scan", SCANS)
+def test_zero_reset_hard_forward_matches_a_python_loop_on_random_currents(scan):
+    torch.manual_seed(3)
+    x = 0.8 * torch.randn(30, 4, 6, dtype=torch.float64) + 0.4
+    s, u = scan(x, 0.85, 1.1, "sigmoid", "hard", reset="zero")
+    for b in range(4):
+        for n in range(6):
+            us, ss = hand_trajectory_zero(x[:, b, n].tolist(), 0.85, 1.1,
+                                          lambda z: 1.0 if z > 0 else 0.0)
+            assert u[:, b, n].tolist() == pytest.approx(us, abs=1e-12)
+            assert s[:, b, n].tolist() == ss
+    fired = s[:-1] > 0
+    assert fired.any() and (~fired).any()
+    # after a spike the membrane restarts from the input alone, exactly
+    assert torch.equal(u[1:][fired], x[1:][fired])
+
+
+@pytest.mark.parametrize("scan", SCANS)
+@pytest.mark.parametrize("name", sorted(SURROGATES))
+def test_zero_reset_surrogate_forward_matches_hand_computed_trajectory(scan, name):
+    formulas = {
+        "sigmoid": lambda z: 1.0 / (1.0 + math.exp(-2.0 * z)),
+        "atan": lambda z: 0.5 + math.atan(2.0 * z) / math.pi,
+        "erf": lambda z: 0.5 * (1.0 + math.erf(2.0 * z / math.sqrt(2.0))),
+    }
+    us, ss = hand_trajectory_zero(CURRENT, 0.7, 0.8, formulas[name])
+    x = torch.tensor(CURRENT, dtype=torch.float64).reshape(5, 1, 1)
+    s, u = scan(x, 0.7, 0.8, get_surrogate(name, 2.0), "surrogate", reset="zero")
+    assert u.flatten().tolist() == pytest.approx(us, abs=1e-12)
+    assert s.flatten().tolist() == pytest.approx(ss, abs=1e-12)
+
+
+@pytest.mark.parametrize("scan", SCANS)
+@pytest.mark.parametrize("name", sorted(SURROGATES))
+def test_zero_reset_gradient_matches_finite_differences(scan, name):
+    torch.manual_seed(0)
+    x = (1.5 * torch.randn(6, 2, 3, dtype=torch.float64)).requires_grad_()
+    w_s, w_u = torch.randn(6, 2, 3, dtype=torch.float64), torch.randn(6, 2, 3, dtype=torch.float64)
+
+    def loss(inp):
+        s, u = scan(inp, 0.8, 1.0, get_surrogate(name, 3.0), "surrogate", reset="zero")
+        return (s * w_s).sum() + (u * w_u).sum()
+
+    assert torch.autograd.gradcheck(loss, (x,), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["surrogate", "ste", "hard"])
+@pytest.mark.parametrize("name", sorted(SURROGATES))
+@pytest.mark.parametrize("outputs", ["both", "spikes", "membrane"])
+def test_zero_reset_fused_gradient_equals_reference_in_float64(mode, name, outputs):
+    torch.manual_seed(1)
+    x = (1.5 * torch.randn(12, 4, 7, dtype=torch.float64)).requires_grad_()
+    w_s, w_u = torch.randn_like(x), torch.randn_like(x)
+    grads, values = [], []
+    for scan in SCANS:
+        s, u = scan(x, 0.85, 1.1, get_surrogate(name, 4.0), mode, reset="zero")
+        terms = {"both": (s * w_s).sum() + (u * w_u).sum(), "spikes": (s * w_s).sum(),
+                 "membrane": (u * w_u).sum()}
+        grads.append(torch.autograd.grad(terms[outputs] + 0.0 * x.sum(), x)[0])
+        values.append((s.detach(), u.detach()))
+    assert torch.allclose(grads[0], grads[1], rtol=0, atol=1e-12)
+    assert torch.allclose(values[0][1], values[1][1], rtol=0, atol=1e-12)
+    assert torch.equal(values[0][0], values[1][0]) or mode == "surrogate"
+
+
+def test_the_two_resets_differ_and_subtract_is_the_default():
+    torch.manual_seed(4)
+    x = torch.rand(10, 3, 5, dtype=torch.float64)
+    for scan in SCANS:
+        default = scan(x, 0.9, 0.5, "sigmoid", "hard")
+        subtract = scan(x, 0.9, 0.5, "sigmoid", "hard", reset="subtract")
+        zero = scan(x, 0.9, 0.5, "sigmoid", "hard", reset="zero")
+        assert torch.equal(default[1], subtract[1]) and not torch.equal(zero[1], subtract[1])
+        with pytest.raises(ValueError, match="unknown reset 'soft'"):
+            scan(x, reset="soft")
+
+
+def test_lif_layer_zero_reset_per_neuron_and_fused_agree():
+    from sast.layers import LIF
+
+    torch.manual_seed(5)
+    x = torch.randn(8, 3, 4, dtype=torch.float64) + 0.5
+    fused = LIF(0.8, 1.0, reset="zero", spike_mode="hard")
+    per_neuron = LIF(torch.full((4,), 0.8, dtype=torch.float64),
+                     torch.ones(4, dtype=torch.float64), reset="zero", spike_mode="hard")
+    assert per_neuron.per_neuron and "reset='zero'" in repr(fused)
+    assert torch.equal(fused(x), per_neuron(x))
+    with pytest.raises(ValueError, match="unknown reset"):
+        LIF(reset="none")

@@ -116,7 +116,8 @@ def activity_divergence(
                         s_s, s_h = runs["surrogate"][1][i], runs["hard"][1][i]
                         _, u_iso = lif_scan_reference(runs["surrogate"][2][i].double(),
                                                       layer.beta, layer.threshold,
-                                                      layer.surrogate, "hard")
+                                                      layer.surrogate, "hard",
+                                                      reset=layer.reset)
                         acc = sums[i]
                         acc["rate_surrogate"] += float(s_s.sum())
                         acc["rate_hard"] += float(s_h.sum())

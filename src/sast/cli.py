@@ -1,4 +1,5 @@
-"""The ``sast`` command: ``train``, ``evaluate``, ``datasets``."""
+"""The ``sast`` command: ``train``, ``evaluate``, ``deploy``, ``export``, ``report``, ``sweep``,
+``reproduce``, ``datasets``."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from sast.config import (
 from sast.data.corruptions import CORRUPTIONS
 from sast.layers import SCAN_IMPLEMENTATIONS
 from sast.models import ARCHITECTURES, CONV_SCHEDULES, NORMS, READOUTS
-from sast.neuron import SURROGATES
+from sast.neuron import RESETS, SURROGATES
 from sast.optim import SAM_POLICIES
 
 FIELD_HELP: dict[str, str] = {
@@ -46,6 +47,8 @@ FIELD_HELP: dict[str, str] = {
     "channels": "conv channel widths, e.g. 16,32",
     "beta": "membrane leak β in [0, 1)",
     "threshold": "firing threshold ϑ",
+    "reset": "after a spike, subtract ϑ from the membrane, or set it to zero (exportable to "
+    "NIR)",
     "surrogate": "surrogate spike function σ_k",
     "slope": "surrogate slope k (σ_k → Heaviside as k → ∞)",
     "readout": "logits from a leaky integrator's mean membrane, or from spike counts",
@@ -65,6 +68,11 @@ FIELD_HELP: dict[str, str] = {
     "eta": "ASAM's η",
     "sam_policy": "descent gradient on the same minibatch, or an independent second one",
     "rho_warmup_epochs": "raise ρ linearly from 0 over this many epochs",
+    "qat_weight_bits": "quantisation-aware training: forward passes use the weights quantised "
+    "to this many bits (2..16) as `sast deploy` quantises them, the gradient passes straight "
+    "through to the float weights (default: off)",
+    "qat_per_channel": "with --qat-weight-bits: one weight scale per output channel (true) or "
+    "per layer (false)",
     "optimizer": "base optimiser",
     "lr": "learning rate",
     "momentum": "SGD momentum",
@@ -86,7 +94,7 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "readout": READOUTS, "conv_schedule": CONV_SCHEDULES,
     "scan_implementation": SCAN_IMPLEMENTATIONS, "method": METHODS,
     "sam_policy": SAM_POLICIES, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
-    "device": DEVICES, "norm": NORMS, "init": INITS,
+    "device": DEVICES, "norm": NORMS, "init": INITS, "reset": RESETS,
 }
 
 
@@ -106,6 +114,33 @@ def _tuple_of(cast: type, what: str):  # noqa: ANN202
 
 _int_tuple = _tuple_of(int, "integers")
 _float_tuple = _tuple_of(float, "numbers")
+
+
+def _bits_list(text: str) -> tuple[int, ...]:
+    bits = _int_tuple(text)
+    if not bits or any(not 2 <= b <= 16 for b in bits):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated bit widths, each an integer in 2..16, got {text!r}")
+    return bits
+
+
+def _leak_bits(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 30:
+        raise argparse.ArgumentTypeError(f"expected an integer in 0..30, got {text!r}")
+    return value
+
+
+def _membrane_format(text: str) -> str:
+    from sast.deploy.fixedpoint import QFormat
+
+    try:
+        return str(QFormat.parse(text))
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 
 def _bool(text: str) -> bool:
@@ -196,6 +231,58 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", choices=DEVICES, default="auto",
                           help="auto (CUDA if present), cpu or cuda (default: auto)")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    deploy = sub.add_parser(
+        "deploy", help="quantise a trained run, run it in integers, count SynOps",
+        description="Quantise a run folder's trained network post-training (symmetric b-bit "
+        "weights, a saturating fixed-point membrane, a discrete leak), run it with integer "
+        "arithmetic only and hard spikes, and write deploy.json: float hard accuracy, integer "
+        "accuracy per weight width, SynOps and dense MACs per sample, firing rate per layer, "
+        "model size, effective leak. Scores the part `sast evaluate` scores (the test part) "
+        "unless --split says otherwise.",
+    )
+    deploy.add_argument("run_dir", type=Path, help="a run folder written by `sast train`")
+    deploy.add_argument("--weight-bits", type=_bits_list, default=None, metavar="B[,B...]",
+                        help="weight widths to deploy, each 2..16 (default: 8,4; a run "
+                        "trained with --qat-weight-bits B: B first, then 8,4)")
+    granularity = deploy.add_mutually_exclusive_group()
+    granularity.add_argument("--per-channel", dest="granularity", action="store_const",
+                             const="per-channel", help="one weight scale per output channel "
+                             "(default, except for a run trained per tensor with QAT)")
+    granularity.add_argument("--per-tensor", dest="granularity", action="store_const",
+                             const="per-tensor", help="one weight scale per layer")
+    deploy.set_defaults(granularity=None)
+    deploy.add_argument("--membrane-format", type=_membrane_format, default="Q8.8",
+                        metavar="Q<I>.<F>", help="membrane word: I integer bits (sign "
+                        "included) and F fraction bits, saturating (default: Q8.8)")
+    deploy.add_argument("--leak", choices=("multiplier", "shift"), default="multiplier",
+                        help="leak as a fixed-point multiplier, or as u − (u >> s) with "
+                        "1 − 2^−s nearest to β (default: multiplier)")
+    deploy.add_argument("--leak-fraction-bits", type=_leak_bits, default=12, metavar="N",
+                        help="fraction bits of the leak multiplier, 0..30 (default: 12)")
+    deploy.add_argument("--split", choices=("test", "val"), default="test",
+                        help="the run's part to score (default: test, as `sast evaluate`)")
+    deploy.add_argument("--device", choices=DEVICES, default="auto",
+                        help="device of the float reference evaluation; integer inference "
+                        "runs on the CPU (default: auto)")
+    deploy.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+    export = sub.add_parser(
+        "export", help="write a trained run's network as a NIR graph",
+        description="Write a run folder's trained network (hard spikes) as a NIR graph "
+        "(Input, Conv2d, AvgPool2d, Flatten, Affine, LIF, LI, Output) for other simulators and "
+        "neuromorphic hardware. NIR's LIF resets to v_reset, so only networks trained with "
+        "--reset zero are exported (exactly); reset by subtraction is refused. Needs the nir "
+        "package: pip install 'sast[nir]'. docs/nir.md gives the mapping and discretisation.",
+    )
+    export.add_argument("run_dir", type=Path, help="a run folder written by `sast train`")
+    export.add_argument("out", type=Path, help="the file to write, e.g. net.nir")
+    export.add_argument("--format", dest="fmt", choices=("nir",), default="nir",
+                        help="output format (default: nir)")
+    export.add_argument("--dt", type=float, default=1e-4, metavar="SECONDS",
+                        help="the time step the exported time constants assume: "
+                        "tau = dt/(1 − β) (default: 1e-4, the step snnTorch's NIR importer "
+                        "simulates with)")
 
     report = sub.add_parser(
         "report", help="write a Markdown report with tables and figures from run folders",
@@ -346,6 +433,58 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from sast.deploy.protocol import deploy_run
+
+    result = deploy_run(
+        args.run_dir, args.weight_bits, args.granularity, args.membrane_format, args.leak,
+        args.leak_fraction_bits, args.split, args.device, progress=not args.no_progress,
+    )
+    print(f"\n{args.run_dir / 'deploy.json'}  ({args.split} part, {result['float_hard']['n']} "
+          f"samples, membrane {args.membrane_format}, {result['options']['granularity']} "
+          f"weights, leak {args.leak})")
+    print(f"  {'network':<12} {'accuracy':>9} {'agrees':>7} {'SynOps/sample':>14} "
+          f"{'bytes':>10}")
+    fh = result["float_hard"]
+    print(f"  {'float, hard':<12} {100 * fh['accuracy']:8.2f}% {'':>7} "
+          f"{fh['synops_per_sample']:14.0f} {fh['model_size_bytes']:10d}")
+    qat = result.get("qat")
+    if qat is not None:
+        name = f"qat{qat['weight_bits']}, hard"
+        agrees = qat["agreement_with_integer"]
+        print(f"  {name:<12} {100 * qat['hard']['accuracy']:8.2f}% "
+              f"{'' if agrees is None else f'{100 * agrees:6.1f}%':>7} "
+              f"{qat['hard']['synops_per_sample']:14.0f}")
+    for s in result["settings"]:
+        name = f"int{s['weight_bits']}"
+        print(f"  {name:<12} {100 * s['accuracy']:8.2f}% "
+              f"{100 * s['agreement_with_float_hard']:6.1f}% {s['synops_per_sample']:14.0f} "
+              f"{s['model_size_bytes']:10d}")
+    print(f"  dense MACs per sample {result['dense_macs_per_sample']}")
+    for i, leak in enumerate(result["leak"]):
+        if "beta" in leak:
+            print(f"  layer {i} leak: β {leak['beta']:g} → {leak['beta_effective']:.6g} "
+                  f"(error {leak['beta_error']:+.3g})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from sast.deploy.nirexport import export_run
+
+    try:
+        summary = export_run(args.run_dir, args.out, args.fmt, args.dt)
+    except ImportError as err:
+        print(f"sast export: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {summary['path']} (NIR, dt {summary['dt']:g} s, {summary['time_steps']} "
+          f"time steps, {summary['readout']} readout)")
+    print("  " + " → ".join(f"{name} ({kind})" for name, kind in summary["nodes"].items()))
+    logits = ("the mean of the Output stream over the time steps" if summary["readout"] ==
+              "leaky" else "the Output's spike counts over the time steps")
+    print(f"  logits: {logits}")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from sast.report import write_report
 
@@ -397,7 +536,8 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "report": cmd_report,
+    commands = {"train": cmd_train, "evaluate": cmd_evaluate, "deploy": cmd_deploy,
+                "export": cmd_export, "report": cmd_report,
                 "sweep": cmd_sweep, "reproduce": cmd_reproduce, "datasets": cmd_datasets}
     try:
         return commands[args.command](args)

@@ -15,9 +15,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from sast.deploy.quantise import MAX_BITS, MIN_BITS
 from sast.layers import SCAN_IMPLEMENTATIONS
 from sast.models import ARCHITECTURES, CONV_SCHEDULES, NORMS, READOUTS
-from sast.neuron import SURROGATES
+from sast.neuron import RESETS, SURROGATES
 from sast.optim import SAM_POLICIES
 
 METHODS = ("surrogate", "sast", "ste", "ste-sam")
@@ -26,6 +27,12 @@ BINNINGS = ("time", "count", "tonic")
 LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 INITS = ("default", "firing-rate")
+LATER_FIELDS: dict[str, Any] = {"reset": "subtract", "qat_weight_bits": None,
+                                "qat_per_channel": True}
+"""Fields added after run folders and sweeps already existed, with the value every earlier run
+had: a saved config without one of them reads as that value, and a config holding that value
+hashes (:func:`sast.experiment.config_hash`) and groups (the report) as if the field were
+absent, so earlier sweeps keep their folder names."""
 
 
 @dataclass
@@ -50,6 +57,7 @@ class RunConfig:
     channels: tuple[int, ...] | None = None
     beta: float = 0.9
     threshold: float = 1.0
+    reset: str = "subtract"
     surrogate: str = "sigmoid"
     slope: float = 5.0
     readout: str = "leaky"
@@ -67,6 +75,9 @@ class RunConfig:
     eta: float = 0.01
     sam_policy: str = "same"
     rho_warmup_epochs: float = 0.0
+    # quantisation-aware training (sast.qat): fake-quantised synaptic weights, STE
+    qat_weight_bits: int | None = None
+    qat_per_channel: bool = True
     # optimisation
     optimizer: str = "adam"
     lr: float = 1e-3
@@ -126,6 +137,12 @@ class RunConfig:
         fraction = min(max(epoch, 0), self.epochs - 1) / (self.epochs - 1)
         return self.slope * (self.slope_final / self.slope) ** fraction
 
+    @property
+    def qat_granularity(self) -> str:
+        """The weight scale of quantisation-aware training: ``"per-channel"`` or
+        ``"per-tensor"`` (as ``sast deploy`` names them)."""
+        return "per-channel" if self.qat_per_channel else "per-tensor"
+
     def resolved_arch(self) -> str:
         if self.arch is not None:
             return self.arch
@@ -138,7 +155,7 @@ class RunConfig:
             "lr_schedule": LR_SCHEDULES, "device": DEVICES, "sam_policy": SAM_POLICIES,
             "surrogate": tuple(SURROGATES), "readout": READOUTS,
             "conv_schedule": CONV_SCHEDULES, "scan_implementation": SCAN_IMPLEMENTATIONS,
-            "norm": NORMS, "init": INITS,
+            "norm": NORMS, "init": INITS, "reset": RESETS,
         }
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
@@ -184,6 +201,14 @@ class RunConfig:
             raise ValueError(f"init_rate must lie in (0, 1), got {self.init_rate}")
         if not self.rho_warmup_epochs >= 0.0:
             raise ValueError(f"rho_warmup_epochs must be >= 0, got {self.rho_warmup_epochs}")
+        if self.qat_weight_bits is not None:
+            if not MIN_BITS <= self.qat_weight_bits <= MAX_BITS:
+                raise ValueError(f"qat_weight_bits must be null or an integer in "
+                                 f"{MIN_BITS}..{MAX_BITS}, got {self.qat_weight_bits}")
+            if self.norm != "none":
+                raise ValueError("qat_weight_bits needs norm: none: the deployed network's "
+                                 "weights are the synaptic weights with batch norm folded in, "
+                                 "which the training forward pass never sees")
         if not isinstance(self.ste_finetune_epochs, int) or isinstance(
                 self.ste_finetune_epochs, bool) or not 0 <= self.ste_finetune_epochs <= self.epochs:
             raise ValueError(f"ste_finetune_epochs must be an integer in [0, epochs = "
@@ -232,6 +257,13 @@ class RunConfig:
             return cls(**data)
         except (TypeError, ValueError, OverflowError) as err:
             raise ValueError(f"{source}: {err}") from None
+
+
+def without_later_defaults(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` (a config as a mapping) without the :data:`LATER_FIELDS` that hold the value
+    every earlier run had: the form in which a config is hashed and compared across versions."""
+    return {k: v for k, v in data.items()
+            if not (k in LATER_FIELDS and v == LATER_FIELDS[k])}
 
 
 _TYPE_CHECKS = {

@@ -5,6 +5,7 @@ cartesian product::
 
     out: sweeps/rho-grid              # sweep folder (default: sweeps/<grid file name>)
     evaluate: {robustness: true}      # protocol after training (optional; see below)
+                                      # (deploy: true also runs `sast deploy`)
     resources: {num_cpus: 1, num_gpus: 0}   # per run, for the Ray backend
     grid:
       dataset: synthetic-nmnist
@@ -44,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from sast.config import RunConfig, load_config_file
+from sast.config import RunConfig, load_config_file, without_later_defaults
 from sast.lock import folder_lock
 from sast.runfolder import RunFolder, atomic_write_bytes, atomic_write_json, read_json
 
@@ -52,7 +53,14 @@ BACKENDS = ("local", "ray")
 SAM_FIELDS = ("rho", "adaptive", "eta", "sam_policy", "rho_warmup_epochs")
 EVALUATE_OPTIONS = {"robustness": False, "diagnostics": False, "attribution": False,
                     "corruption": "drop", "levels": None, "corruption_seeds": 3,
-                    "sharpness_rho": 0.3, "diagnostic_samples": 256}
+                    "sharpness_rho": 0.3, "diagnostic_samples": 256, "deploy": False,
+                    "deploy_bits": None}
+LATER_EVALUATE_OPTIONS = {"deploy": False, "deploy_bits": None}
+"""Evaluate options added after sweeps already existed, with the value every earlier
+``evaluated.json`` had: a run evaluated before they existed still counts as evaluated with them
+at these values. ``deploy: true`` runs ``sast deploy`` on each run after the protocol
+(``deploy.json``) at ``deploy_bits`` (a list of widths, 2..16; null: ``sast deploy``'s
+defaults, 8 and 4 bits, a QAT run's own width first)."""
 RESULT_COLUMNS = (
     "run", "status", "dataset", "arch", "method", "rho", "seed", "epochs", "split",
     "surrogate_accuracy", "hard_accuracy", "transfer_gap_pp", "surrogate_nll", "hard_nll",
@@ -81,11 +89,15 @@ class Sweep:
 
 
 def canonical(cfg: RunConfig) -> RunConfig:
-    """The config with the fields its method ignores set to their defaults."""
-    if cfg.uses_sam:
-        return cfg
+    """The config with the fields it ignores set to their defaults: SAM's of a method without
+    SAM, ``qat_per_channel`` of a run without quantisation-aware training."""
     defaults = RunConfig()
-    return cfg.replace(**{k: getattr(defaults, k) for k in SAM_FIELDS})
+    ignored = [] if cfg.uses_sam else list(SAM_FIELDS)
+    if cfg.qat_weight_bits is None:
+        ignored.append("qat_per_channel")
+    if not any(getattr(cfg, k) != getattr(defaults, k) for k in ignored):
+        return cfg
+    return cfg.replace(**{k: getattr(defaults, k) for k in ignored})
 
 
 HASH_PINNED = {"device": "auto", "eval_batch_size": 256}
@@ -94,9 +106,10 @@ first named with, so a changed default renames no existing run folder)."""
 
 
 def config_hash(cfg: RunConfig) -> str:
-    """sha256 of the canonical config's JSON (sorted keys; the fields of ``HASH_PINNED``, which
-    change no result, pinned), 10 hex digits."""
-    fields_ = {**canonical(cfg).to_dict(), **HASH_PINNED}
+    """sha256 of the canonical config's JSON (sorted keys), 10 hex digits. Fields that change
+    no result (``HASH_PINNED``) are pinned, and fields added later are left out while they hold
+    the value every earlier run had, so an earlier sweep's folders keep their names."""
+    fields_ = {**without_later_defaults(canonical(cfg).to_dict()), **HASH_PINNED}
     return hashlib.sha256(json.dumps(fields_, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -193,9 +206,18 @@ def sweep_from_dict(data: dict[str, Any], source: str, out: str | Path | None = 
 
 def _check_evaluate(evaluate: dict[str, Any], source: str) -> None:
     """Each evaluate option holds a value of its default's type (``levels``: null or a list of
-    numbers)."""
+    numbers; ``deploy_bits``: null or a list of integers in 2..16)."""
     for key, value in evaluate.items():
         default = EVALUATE_OPTIONS[key]
+        if key == "deploy_bits":
+            ok = value is None or (isinstance(value, list) and value != [] and all(
+                isinstance(v, numbers.Integral) and not isinstance(v, bool) and 2 <= v <= 16
+                for v in value))
+            if not ok:
+                raise ValueError(f"{source}: evaluate option 'deploy_bits' = "
+                                 f"{reprlib.repr(value)} must be null or a list of weight "
+                                 "widths, integers in 2..16")
+            continue
         if default is None:
             ok = value is None or (isinstance(value, list) and all(
                 isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value))
@@ -221,6 +243,12 @@ def evaluate_options(evaluate: dict[str, Any]) -> dict[str, Any]:
     return {**EVALUATE_OPTIONS, **evaluate} if evaluate else {}
 
 
+def _comparable(options: dict[str, Any]) -> dict[str, Any]:
+    """Evaluation options without the :data:`LATER_EVALUATE_OPTIONS` at their earlier value."""
+    return {k: v for k, v in options.items()
+            if not (k in LATER_EVALUATE_OPTIONS and v == LATER_EVALUATE_OPTIONS[k])}
+
+
 def run_status(folder: Path, cfg: RunConfig, evaluate: dict[str, Any]) -> str:
     """``finished`` (trained, and evaluated with the options asked for), ``failed`` (its last
     attempt failed), ``interrupted`` (something is there, not finished) or ``pending``."""
@@ -232,7 +260,8 @@ def run_status(folder: Path, cfg: RunConfig, evaluate: dict[str, Any]) -> str:
     except ValueError:
         return "interrupted"
     trained = final is not None and final.get("epochs") == cfg.epochs
-    if trained and (not evaluate or evaluated == evaluate_options(evaluate)):
+    if trained and (not evaluate or (isinstance(evaluated, dict) and _comparable(evaluated)
+                                     == _comparable(evaluate_options(evaluate)))):
         return "finished"
     if status in ("failed", "diverged"):
         return "failed"
@@ -267,6 +296,10 @@ def execute_run(cfg_dict: dict[str, Any], folder: str, evaluate: dict[str, Any],
                 sharpness_rho=opts["sharpness_rho"], attribution=opts["attribution"],
                 diagnostic_samples=opts["diagnostic_samples"],
             )
+            if opts["deploy"]:
+                from sast.deploy.protocol import deploy_run
+
+                deploy_run(folder, opts["deploy_bits"], device=cfg.device)
             atomic_write_json(Path(folder) / EVALUATED, opts)
         RunFolder(folder).write_status("finished", epoch=cfg.epochs)
         return {"status": "finished", "seconds": time.time() - start}

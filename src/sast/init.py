@@ -41,7 +41,8 @@ def feeding_affine(module: nn.Module) -> nn.Module | None:
 
 
 def _above_threshold_rate(layer: LIF, current: Tensor) -> float:
-    _, u = lif_scan_reference(current, layer.beta, layer.threshold, layer.surrogate, "surrogate")
+    _, u = lif_scan_reference(current, layer.beta, layer.threshold, layer.surrogate, "surrogate",
+                              reset=layer.reset)
     return float((u > layer.threshold).double().mean())
 
 

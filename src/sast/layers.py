@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from sast.neuron import (
     Surrogate,
+    check_reset,
     check_spike_mode,
     get_surrogate,
     lif_scan,
@@ -35,10 +36,11 @@ def check_time_first(x: Tensor, min_dim: int, what: str) -> None:
 
 
 class LIF(nn.Module):
-    """Leaky integrate-and-fire neurons with reset by subtraction (see :func:`sast.lif_scan`).
-
-    ``u[t] = β·u[t−1] + I[t] − ϑ·s[t−1]``, ``s[t] = spike(u[t] − ϑ)``, from zero state on every
-    call. With ``record = True`` the last membrane trajectory is kept in ``self.membrane``.
+    """Leaky integrate-and-fire neurons (see :func:`sast.lif_scan`), from zero state on every
+    call: ``s[t] = spike(u[t] − ϑ)`` with, after a spike, reset by subtraction (``reset =
+    "subtract"``, the default), ``u[t] = β·u[t−1] + I[t] − ϑ·s[t−1]``, or to zero (``reset =
+    "zero"``), ``u[t] = β·(1 − s[t−1])·u[t−1] + I[t]``. With ``record = True`` the last
+    membrane trajectory is kept in ``self.membrane``.
 
     β (``beta``), ϑ (``threshold``) and the surrogate's slope k (``slope``) are buffers: saved
     and loaded with ``state_dict`` and moved by ``.to()``. Each is one number for the layer, or
@@ -57,6 +59,7 @@ class LIF(nn.Module):
         slope: float = 5.0,
         spike_mode: str = "surrogate",
         implementation: str = "fused",
+        reset: str = "subtract",
     ) -> None:
         super().__init__()
         beta_t = torch.as_tensor(beta, dtype=torch.float64).clone()
@@ -72,6 +75,7 @@ class LIF(nn.Module):
         self.surrogate_name = sg.name
         self.spike_mode = check_spike_mode(spike_mode)
         self.implementation = _check_implementation(implementation)
+        self.reset = check_reset(reset)
         self.record = False
         self.membrane: Tensor | None = None
 
@@ -113,7 +117,8 @@ class LIF(nn.Module):
         else:
             beta, threshold = self.beta.to(current.dtype), self.threshold.to(current.dtype)
             scan = lif_scan_reference
-        spikes, membrane = scan(current, beta, threshold, self.surrogate, self.spike_mode)
+        spikes, membrane = scan(current, beta, threshold, self.surrogate, self.spike_mode,
+                                reset=self.reset)
         self.membrane = membrane if self.record else None
         return spikes
 
@@ -122,7 +127,7 @@ class LIF(nn.Module):
             return f"{float(t):g}" if t.dim() == 0 else f"per neuron {tuple(t.shape)}"
 
         return (
-            f"beta={show(self.beta)}, threshold={show(self.threshold)}, "
+            f"beta={show(self.beta)}, threshold={show(self.threshold)}, reset={self.reset!r}, "
             f"surrogate={self.surrogate_name}(k={float(self.slope):g}), "
             f"spike_mode={self.spike_mode!r}, implementation={self.implementation!r}"
         )

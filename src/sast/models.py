@@ -102,11 +102,13 @@ def build_model(
     scan_implementation: str = "fused",
     norm: str = "none",
     time_bins: int | None = None,
+    reset: str = "subtract",
 ) -> SpikingNet:
     """Build the named architecture. ``input_shape`` (P, H, W) and ``n_classes`` default to the
     architecture's own; ``hidden`` and ``channels`` override its widths. The model checks the
     frame shape of its input, and with ``time_bins`` also the number of time steps (so
-    batch-first input is refused)."""
+    batch-first input is refused). ``reset`` is every LIF layer's reset (``"subtract"`` or
+    ``"zero"``, see :class:`sast.layers.LIF`)."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
     if readout not in READOUTS:
@@ -126,7 +128,7 @@ def build_model(
         raise ValueError(f"input_shape must be (P, H, W), got {input_shape}")
     lif = dict(
         beta=beta, threshold=threshold, surrogate=surrogate, slope=slope,
-        spike_mode=spike_mode, implementation=scan_implementation,
+        spike_mode=spike_mode, implementation=scan_implementation, reset=reset,
     )
 
     layers: list[nn.Module] = []

@@ -1,9 +1,16 @@
 """The math of the method: admissible surrogates, spike modes and the LIF scan.
 
-Leaky integrate-and-fire dynamics with reset by subtraction, zero initial state, time-first::
+Leaky integrate-and-fire dynamics, zero initial state, time-first, with one of two resets:
 
-    u[t] = β·u[t−1] + I[t] − ϑ·s[t−1],      u[−1] = s[−1] = 0
-    s[t] = spike(u[t] − ϑ)
+    ``reset="subtract"`` (the default):  u[t] = β·u[t−1] + I[t] − ϑ·s[t−1]
+    ``reset="zero"``:                    u[t] = β·(1 − s[t−1])·u[t−1] + I[t]
+
+    s[t] = spike(u[t] − ϑ),      u[−1] = s[−1] = 0
+
+u[t] is the membrane *before* its own reset: a neuron that fires at t (s[t] = 1) enters step
+t + 1 at u[t] − ϑ (subtraction) or at 0 (zero). With hard spikes the zero reset sets the
+membrane to 0 after a spike, as NIR's LIF does with v_reset = 0; with graded surrogate spikes
+s ∈ (0, 1) it keeps the fraction 1 − s of the membrane, the smooth form of the same rule.
 
 where ``spike`` depends on the spike mode:
 
@@ -31,6 +38,8 @@ from torch import Tensor
 
 SpikeMode = Literal["surrogate", "hard", "ste"]
 SPIKE_MODES: tuple[str, ...] = ("surrogate", "hard", "ste")
+RESETS: tuple[str, ...] = ("subtract", "zero")
+"""How a spike resets the membrane: subtract ϑ, or set it to zero (see the module docstring)."""
 
 
 @dataclass(frozen=True)
@@ -140,6 +149,12 @@ def check_spike_mode(mode: str) -> str:
     return mode
 
 
+def check_reset(reset: str) -> str:
+    if reset not in RESETS:
+        raise ValueError(f"unknown reset {reset!r}; expected one of {RESETS}")
+    return reset
+
+
 def heaviside(x: Tensor) -> Tensor:
     """H(x) = 1 if x > 0 else 0 (so H(0) = 0), in the dtype of ``x``."""
     return (x > 0).to(x.dtype)
@@ -180,21 +195,26 @@ def lif_scan_reference(
     surrogate: str | Surrogate = "sigmoid",
     mode: str = "surrogate",
     slope: float | None = None,
+    reset: str = "subtract",
 ) -> tuple[Tensor, Tensor]:
     """LIF scan in plain autograd (any order of derivatives; β and ϑ may be tensors that
     broadcast against one time step and may require grad).
 
     Returns ``(spikes, membrane)``, both ``[T, B, ...]``. See the module docstring for the
-    dynamics.
+    dynamics and the two resets.
     """
     _check_current(current)
     check_spike_mode(mode)
+    check_reset(reset)
     sg = _surrogate_of(surrogate, slope)
     u = torch.zeros_like(current[0])
     s = torch.zeros_like(current[0])
     spikes, membrane = [], []
     for i_t in current.unbind(0):
-        u = beta * u + i_t - threshold * s
+        if reset == "subtract":
+            u = beta * u + i_t - threshold * s
+        else:
+            u = beta * ((1.0 - s) * u) + i_t
         s = spike(u - threshold, sg, mode)
         spikes.append(s)
         membrane.append(u)
@@ -206,15 +226,18 @@ class _LIFScan(torch.autograd.Function):
 
     With d[t] = ∂s[t]/∂u[t] (σ_k′(u[t] − ϑ) in surrogate and ste modes, 0 in hard mode) and
     upstream gradients ḡ_s[t], ḡ_u[t] of the loss with respect to the returned spikes and
-    membrane, the total gradient g[t] = dL/du[t] obeys
+    membrane, the total gradient g[t] = dL/du[t] obeys, with g[T] = 0 and dL/dI[t] = g[t],
 
-        g[t] = ḡ_u[t] + d[t]·(ḡ_s[t] − ϑ·g[t+1]) + β·g[t+1],    g[T] = 0,
+        subtract:  g[t] = ḡ_u[t] + d[t]·(ḡ_s[t] − ϑ·g[t+1]) + β·g[t+1]
+        zero:      g[t] = ḡ_u[t] + d[t]·(ḡ_s[t] − β·u[t]·g[t+1]) + β·(1 − s[t])·g[t+1]
 
-    and dL/dI[t] = g[t]. The factor β − ϑ·d[t] = ∂u[t+1]/∂u[t] is the local state Jacobian.
+    The bracket is ∂L/∂s[t] (the spike's own gradient plus its reset path, ∂u[t+1]/∂s[t] =
+    −ϑ or −β·u[t]); the factor of g[t+1] outside it is the direct ∂u[t+1]/∂u[t]. Their sum,
+    β − ϑ·d[t] or β·(1 − s[t]) − β·u[t]·d[t], is the local state Jacobian.
     """
 
     @staticmethod
-    def forward(ctx, current, beta, threshold, surrogate, mode):  # noqa: ANN001
+    def forward(ctx, current, beta, threshold, surrogate, mode, reset):  # noqa: ANN001
         spikes = torch.empty_like(current)
         membrane = torch.empty_like(current)
         u_prev = s_prev = None
@@ -222,9 +245,12 @@ class _LIFScan(torch.autograd.Function):
             u_t = membrane[t]
             if u_prev is None:
                 u_t.copy_(i_t)
-            else:
+            elif reset == "subtract":
                 torch.add(i_t, u_prev, alpha=beta, out=u_t)
                 u_t.sub_(s_prev, alpha=threshold)
+            else:  # zero: β·((1 − s)·u) + I
+                torch.mul(u_prev, 1.0 - s_prev, out=u_t)
+                torch.add(i_t, u_t, alpha=beta, out=u_t)
             x = u_t - threshold
             s_t = spikes[t]
             if mode == "hard" or mode == "ste":
@@ -232,12 +258,18 @@ class _LIFScan(torch.autograd.Function):
             else:
                 s_t.copy_(surrogate(x))
             u_prev, s_prev = u_t, s_t
-        ctx.save_for_backward(membrane)
+        if reset == "subtract":
+            ctx.save_for_backward(membrane)
+        else:
+            ctx.save_for_backward(membrane, spikes)
         ctx.beta, ctx.threshold, ctx.surrogate, ctx.mode = beta, threshold, surrogate, mode
+        ctx.reset = reset
         return spikes, membrane
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):  # noqa: ANN001
+        if ctx.reset == "zero":
+            return _LIFScan._backward_zero(ctx, grad_spikes, grad_membrane)
         (membrane,) = ctx.saved_tensors
         beta, threshold, surrogate, mode = ctx.beta, ctx.threshold, ctx.surrogate, ctx.mode
         grad_current = torch.empty_like(membrane)
@@ -261,7 +293,32 @@ class _LIFScan(torch.autograd.Function):
             if grad_membrane is not None:
                 g_t.add_(grad_membrane[t])
             g_next = g_t
-        return grad_current, None, None, None, None
+        return grad_current, None, None, None, None, None
+
+    @staticmethod
+    def _backward_zero(ctx, grad_spikes, grad_membrane):  # noqa: ANN001, ANN205
+        membrane, spikes = ctx.saved_tensors
+        beta, threshold, surrogate, mode = ctx.beta, ctx.threshold, ctx.surrogate, ctx.mode
+        grad_current = torch.empty_like(membrane)
+        g_next = None
+        for t in range(membrane.shape[0] - 1, -1, -1):
+            g_t = grad_current[t]
+            # reset path: ∂L/∂s[t] = ḡ_s[t] − β·u[t]·g[t+1]
+            grad_s = None
+            if g_next is not None:
+                grad_s = torch.mul(g_next, membrane[t]).mul_(-beta)
+            if grad_spikes is not None:
+                grad_s = grad_spikes[t] if grad_s is None else grad_s.add_(grad_spikes[t])
+            if mode == "hard" or grad_s is None:
+                g_t.zero_()
+            else:
+                torch.mul(surrogate.derivative(membrane[t] - threshold), grad_s, out=g_t)
+            if g_next is not None:  # direct path: β·(1 − s[t])·g[t+1]
+                g_t.add_(g_next * (1.0 - spikes[t]), alpha=beta)
+            if grad_membrane is not None:
+                g_t.add_(grad_membrane[t])
+            g_next = g_t
+        return grad_current, None, None, None, None, None
 
 
 def _surrogate_of(surrogate: str | Surrogate, slope: float | None) -> Surrogate:
@@ -277,13 +334,16 @@ def lif_scan(
     surrogate: str | Surrogate = "sigmoid",
     mode: str = "surrogate",
     slope: float | None = None,
+    reset: str = "subtract",
 ) -> tuple[Tensor, Tensor]:
     """Run LIF neurons over all time steps; return ``(spikes, membrane)``, each ``[T, B, ...]``.
 
-    ``current`` is the input current I, time-first ``[T, B, ...]``. Dynamics (reset by
-    subtraction, zero initial state)::
+    ``current`` is the input current I, time-first ``[T, B, ...]``. Dynamics (zero initial
+    state)::
 
-        u[t] = β·u[t−1] + I[t] − ϑ·s[t−1],   s[t] = spike(u[t] − ϑ)
+        u[t] = β·u[t−1] + I[t] − ϑ·s[t−1]        (reset="subtract", the default)
+        u[t] = β·(1 − s[t−1])·u[t−1] + I[t]      (reset="zero")
+        s[t] = spike(u[t] − ϑ)
 
     with ``spike`` = σ_k (``"surrogate"``), H with H(0) = 0 (``"hard"``) or H forward and σ_k′
     backward (``"ste"``); ``slope`` is the surrogate's k (default: the family's, 5), as in
@@ -300,10 +360,11 @@ def lif_scan(
     """
     _check_current(current)
     check_spike_mode(mode)
+    check_reset(reset)
     if isinstance(beta, Tensor) or isinstance(threshold, Tensor):
         raise TypeError(
             "lif_scan takes beta and threshold as Python numbers; use lif_scan_reference for "
             "tensor-valued or learnable parameters"
         )
     return _LIFScan.apply(current, float(beta), float(threshold),
-                          _surrogate_of(surrogate, slope), mode)
+                          _surrogate_of(surrogate, slope), mode, reset)

@@ -3,8 +3,9 @@
 Runs whose configs differ only in ``seed`` form one group; tables show mean ± std over a
 group's seeds. Each group is labelled by its method and ρ, plus each config field in which it
 departs from what most groups share. What the report reads, per run: ``final.json`` (required),
-``evaluation.json``, ``robustness.json``, ``diagnostics.json`` and ``metrics.jsonl`` (each
-section appears when its files exist).
+``evaluation.json``, ``robustness.json``, ``diagnostics.json``, ``attribution.json``,
+``deploy.json`` (:mod:`sast.deployreport`) and ``metrics.jsonl`` (each section appears when its
+files exist).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from sast.config import LATER_FIELDS
 from sast.runfolder import RunFolder, atomic_write_bytes, read_json
 
 IGNORED_FIELDS = ("seed", "device", "cache_dir", "compile")
@@ -26,7 +28,7 @@ PAPER_OVERHEAD = 2.08
 """SAST's per-epoch training cost relative to the baseline, as the paper's abstract reports."""
 """Config fields that do not define a group (they change no number, or are the seed)."""
 MODES = ("surrogate", "hard")
-LABELLED_FIELDS = ("ste_finetune_epochs", "slope_final")
+LABELLED_FIELDS = ("ste_finetune_epochs", "slope_final", "qat_weight_bits", "qat_per_channel")
 """Fields a group label names in words when they are set, never as ``field=value``."""
 
 
@@ -38,10 +40,13 @@ class Run:
     robustness: dict[str, Any] | None = None
     diagnostics: dict[str, Any] | None = None
     attribution: dict[str, Any] | None = None
+    deploy: dict[str, Any] | None = None
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.final["config"]
+        """The run's config; a field added after the run was written reads as the value every
+        earlier run had (:data:`sast.config.LATER_FIELDS`), so old and new runs group alike."""
+        return {**LATER_FIELDS, **self.final["config"]}
 
 
 @dataclass
@@ -93,7 +98,7 @@ def load_runs(paths: list[str | Path]) -> list[Run]:
         for root in run_folders(p):
             folder = RunFolder(root)
             extra = {}
-            for name in ("evaluation", "robustness", "diagnostics", "attribution"):
+            for name in ("evaluation", "robustness", "diagnostics", "attribution", "deploy"):
                 file = folder.root / f"{name}.json"
                 extra[name] = read_json(file) if file.exists() else None
             runs.append(Run(folder.root, read_json(folder.final), **extra))
@@ -136,6 +141,9 @@ def group_runs(runs: list[Run]) -> list[Group]:
             label += f" → STE fine-tune {c['ste_finetune_epochs']} ep"
         if c.get("slope_final") is not None:
             label += f", k {c['slope']:g}→{c['slope_final']:g}"
+        if c.get("qat_weight_bits") is not None:
+            label += f", QAT {c['qat_weight_bits']}-bit"
+            label += "" if c.get("qat_per_channel", True) else " per tensor"
         extras = [f"{k}={c.get(k)}" for k in shown[id(group)]]
         group.label = label + (f" ({', '.join(extras)})" if extras else "")
     return ordered
@@ -1047,6 +1055,9 @@ def write_report(run_dirs: list[str | Path], out: str | Path, study: Any = None)
         lines += ["## Diagnostics", "", diag]
         if figure_loss_slices(groups, figures / "loss_slice.png"):
             lines += ["![loss slices](figures/loss_slice.png)", ""]
+    from sast.deployreport import deployment_section
+
+    lines += deployment_section(groups, figures)
     if figure_rho(groups, figures / "rho.png"):
         lines += ["## Accuracy and gap against ρ", "", "![accuracy vs rho](figures/rho.png)", ""]
     path = out / "report.md"

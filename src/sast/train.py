@@ -7,6 +7,11 @@ Methods (``RunConfig.method``):
 - ``ste``: hard spikes forward, σ_k′ backward, base optimiser;
 - ``ste-sam``: the STE network with SAM.
 
+With ``qat_weight_bits`` set, every forward pass — training, validation and the final
+evaluation — sees fake-quantised synaptic weights and the gradient passes straight through to
+the float weights (:mod:`sast.qat`); the step functions take that as ``weights``, a context
+around each forward–backward pass.
+
 Every epoch is seeded from (seed, epoch) alone, and a checkpoint is written atomically after it,
 so a run resumed from its checkpoint continues bit for bit as if it had never stopped.
 """
@@ -16,7 +21,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +51,7 @@ from sast.lock import folder_lock
 from sast.memory import PeakMemory
 from sast.models import SpikingNet, build_model, fold_batchnorm
 from sast.optim import SAM, build_base_optimizer
+from sast.qat import fake_quantised_weights, quantise_weights_
 from sast.results import run_header, timing_summary
 from sast.runfolder import (
     RunFolder,
@@ -63,6 +70,20 @@ RESUMABLE_CHANGES = ("epochs", "device", "lr")
 
 class TrainingDiverged(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+WeightContext = Callable[[nn.Module], AbstractContextManager]
+"""What a forward–backward pass runs inside: :func:`weight_context` of the config."""
+
+
+def weight_context(cfg: RunConfig) -> WeightContext:
+    """The weights every forward pass of ``cfg``'s training and evaluation sees: the float
+    weights themselves, or (``qat_weight_bits``) their fake-quantised values with the
+    straight-through gradient (:func:`sast.qat.fake_quantised_weights`)."""
+    if cfg.qat_weight_bits is None:
+        return nullcontext
+    bits, granularity = cfg.qat_weight_bits, cfg.qat_granularity
+    return lambda model: fake_quantised_weights(model, bits, granularity)
 
 
 @dataclass
@@ -95,7 +116,7 @@ def make_model(
             surrogate=cfg.surrogate, slope=cfg.slope, spike_mode=cfg.train_spike_mode,
             readout=cfg.readout, readout_beta=cfg.readout_beta,
             conv_schedule=cfg.conv_schedule, scan_implementation=cfg.scan_implementation,
-            norm=cfg.norm, time_bins=cfg.time_bins,
+            norm=cfg.norm, time_bins=cfg.time_bins, reset=cfg.reset,
         )
     return model
 
@@ -175,15 +196,17 @@ def gradient_norm(model: nn.Module) -> float:
 
 
 def _forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
-                      what: str = "training loss") -> tuple[float, int]:
-    """Loss and correct count of one forward–backward pass; ``TrainingDiverged`` when the loss
-    or the gradient is NaN or infinite."""
-    logits = model(x)
-    loss = nn.functional.cross_entropy(logits, y)
-    value = loss.item()
-    if not math.isfinite(value):
-        raise TrainingDiverged(f"{what} became {value}")
-    loss.backward()
+                      what: str = "training loss", weights: WeightContext | None = None,
+                      ) -> tuple[float, int]:
+    """Loss and correct count of one forward–backward pass (inside ``weights(model)``, when
+    given); ``TrainingDiverged`` when the loss or the gradient is NaN or infinite."""
+    with (weights or nullcontext)(model):
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits, y)
+        value = loss.item()
+        if not math.isfinite(value):
+            raise TrainingDiverged(f"{what} became {value}")
+        loss.backward()
     norm = gradient_norm(model)
     if not math.isfinite(norm):
         raise TrainingDiverged(f"the gradient of the {what} became {norm} (its norm)")
@@ -193,10 +216,12 @@ def _forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
 def plain_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
     descent: tuple[torch.Tensor, torch.Tensor] | None = None,
+    weights: WeightContext | None = None,
 ) -> StepResult:
-    """One step of the base optimiser on ∇L(w; batch): one forward–backward pass."""
+    """One step of the base optimiser on ∇L(w; batch): one forward–backward pass (with QAT,
+    ∇L at the fake-quantised weights, applied to the float ones)."""
     optimizer.zero_grad(set_to_none=True)
-    loss, correct = _forward_backward(model, x, y)
+    loss, correct = _forward_backward(model, x, y, weights=weights)
     optimizer.step()
     return StepResult(loss, correct, len(y), 1)
 
@@ -204,16 +229,19 @@ def plain_step(
 def sam_step(
     model: nn.Module, optimizer: SAM, x: torch.Tensor, y: torch.Tensor,
     descent: tuple[torch.Tensor, torch.Tensor] | None = None,
+    weights: WeightContext | None = None,
 ) -> StepResult:
     """One SAM step: gradient at w on (x, y), ascend to w + ε, descend with the gradient at
     w + ε on ``descent`` (an independent second minibatch) or, when None, on (x, y) again.
-    Two forward–backward passes."""
+    Two forward–backward passes. With QAT (``weights``) ε is added to the float weights and
+    each pass sees the fake-quantised weights of its point, Q(w) and Q(w + ε)."""
     optimizer.zero_grad(set_to_none=True)
-    loss, correct = _forward_backward(model, x, y)
+    loss, correct = _forward_backward(model, x, y, weights=weights)
     optimizer.first_step(zero_grad=True)
     dx, dy = descent if descent is not None else (x, y)
     with frozen_batchnorm_statistics(model):
-        _forward_backward(model, dx, dy, what="loss at the SAM perturbation w + ε")
+        _forward_backward(model, dx, dy, what="loss at the SAM perturbation w + ε",
+                          weights=weights)
     optimizer.second_step(zero_grad=True)
     return StepResult(loss, correct, len(y), 2)
 
@@ -268,6 +296,7 @@ def train_epoch(
     """One pass over ``data`` in the order fixed by (seed, epoch); returns the epoch's
     training metrics."""
     step_fn = STEP_FUNCTIONS[cfg.method]
+    weights = weight_context(cfg) if cfg.qat_weight_bits is not None else None
     configure_epoch(model, cfg, epoch)
     loader = batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch),
                           drop_last=cfg.compile)
@@ -296,7 +325,7 @@ def train_epoch(
             d_frames, d_labels = next(descent_batches)
             descent = (time_first(d_frames, device), d_labels.to(device))
         try:
-            result = step_fn(model, optimizer, x, y, descent)
+            result = step_fn(model, optimizer, x, y, descent, weights)
         except TrainingDiverged as err:
             raise TrainingDiverged(f"{err} at step {step + 1} of {len(loader)}") from None
         _sync(device)
@@ -419,7 +448,8 @@ def _fit(
             if scheduler is not None:
                 scheduler.step()
             if len(splits.val):
-                val = evaluate_spike_modes(model, splits.val, device, cfg.eval_batch_size)
+                with weight_context(cfg)(model):
+                    val = evaluate_spike_modes(model, splits.val, device, cfg.eval_batch_size)
                 row.update({
                     "val_surrogate_accuracy": val["surrogate"]["accuracy"],
                     "val_hard_accuracy": val["hard"]["accuracy"],
@@ -458,7 +488,8 @@ def _fit(
             pass
         raise
 
-    final = final_evaluation(cfg, model, splits, device, folder)
+    with weight_context(cfg)(model):
+        final = final_evaluation(cfg, model, splits, device, folder)
     atomic_write_json(folder.final, final)
     folder.write_status("finished", epoch=cfg.epochs)
     return final
@@ -477,7 +508,9 @@ def final_evaluation(
     cfg: RunConfig, model: nn.Module, splits: Splits, device: torch.device, folder: RunFolder,
 ) -> dict[str, Any]:
     """Test accuracy in both spike modes, the transfer gap, validation accuracy (what model
-    selection reads), timing, the splits (sources, sizes, class counts) and the config."""
+    selection reads), timing, the splits (sources, sizes, class counts) and the config, of
+    ``model`` as it is (:func:`fit` calls it inside :func:`weight_context`, so a QAT run is
+    scored with its fake-quantised weights)."""
     final: dict[str, Any] = {
         **run_header(cfg, "test"),
         **evaluate_spike_modes(model, splits.test, device, cfg.eval_batch_size),
@@ -496,9 +529,13 @@ def final_evaluation(
     return final
 
 
-def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, SpikingNet]:
+def load_run(run_dir: str | Path, device: str = "cpu", fake_quantise: bool = True
+             ) -> tuple[RunConfig, SpikingNet]:
     """The config and trained model of a run folder: the weights of its last checkpoint, the
-    surrogate slope of its last epoch, batch norm (if any) folded into the weights."""
+    surrogate slope of its last epoch, batch norm (if any) folded into the weights. A run
+    trained with ``qat_weight_bits`` comes with its weights fake-quantised, the network its
+    training evaluated (``final.json``), unless ``fake_quantise=False`` asks for its float
+    master weights."""
     folder = RunFolder(run_dir)
     if not folder.config.exists():
         raise FileNotFoundError(f"{folder.root} is not a run folder (no config.json)")
@@ -509,4 +546,6 @@ def load_run(run_dir: str | Path, device: str = "cpu") -> tuple[RunConfig, Spiki
     model = make_model(cfg, tuple(state["input_shape"]), state["n_classes"])
     model.load_state_dict(state["model"])
     set_slope(model, cfg.slope_at(state["epoch"] - 1))
+    if fake_quantise and cfg.qat_weight_bits is not None:
+        quantise_weights_(model, cfg.qat_weight_bits, cfg.qat_granularity)
     return cfg, fold_batchnorm(model).to(resolve_device(device))

@@ -25,20 +25,41 @@ from sast.layers import spike_mode as use_spike_mode
 
 
 def global_contraction_factor(layer: LIF) -> float:
-    """γ = max(|β|, |β − ϑ·L_σ|), L_σ = sup σ_k′: the largest |∂u[t]/∂u[t−1]| over all states.
+    """The largest |∂u[t]/∂u[t−1]| over all states.
 
-    The layer is a contraction in its state (for fixed input) iff γ < 1, i.e. iff
-    ϑ·L_σ < 1 + β (for 0 ≤ β < 1).
+    Reset by subtraction: γ = max(|β|, |β − ϑ·L_σ|), L_σ = sup σ_k′; the layer is a contraction
+    in its state (for fixed input) iff γ < 1, i.e. iff ϑ·L_σ < 1 + β (for 0 ≤ β < 1).
+
+    Reset to zero: ∂u[t]/∂u[t−1] = β·(1 − σ_k(u − ϑ)) − β·u·σ_k′(u − ϑ) depends on u itself;
+    γ is its largest magnitude over a grid of u − ϑ (step 0.002/k within ±40/k, coarser out
+    to ±4000/k, where every family's terms have settled), for each (β, ϑ) pair of the layer.
     """
-    lip = layer.surrogate.sup_derivative
     beta, threshold = layer.beta.double(), layer.threshold.double()
+    if layer.reset == "zero":
+        sg = layer.surrogate
+        x = torch.cat([torch.linspace(-4000.0, -40.0, 2001, dtype=torch.float64),
+                       torch.linspace(-40.0, 40.0, 40001, dtype=torch.float64),
+                       torch.linspace(40.0, 4000.0, 2001, dtype=torch.float64)]) / sg.slope
+        b, th = torch.broadcast_tensors(beta, threshold)
+        pairs = torch.stack([b.flatten(), th.flatten()], 1).unique(dim=0).tolist()
+        return max(float(_zero_reset_factor(b_, th_, sg, x + th_).abs().max())
+                   for b_, th_ in pairs)
+    lip = layer.surrogate.sup_derivative
     return float(torch.maximum(beta.abs(), (beta - threshold * lip).abs()).max())
 
 
+def _zero_reset_factor(beta, threshold, sg, u: Tensor) -> Tensor:  # noqa: ANN001
+    """∂u[t+1]/∂u[t] = β·(1 − σ(u − ϑ)) − β·u·σ′(u − ϑ) for reset to zero."""
+    return beta * (1.0 - sg(u - threshold)) - beta * u * sg.derivative(u - threshold)
+
+
 def local_contraction_factors(layer: LIF, membrane: Tensor) -> Tensor:
-    """|∂u[t+1]/∂u[t]| = |β − ϑ·σ_k′(u[t] − ϑ)| at the states u[0 … T−2] of ``membrane[T, ...]``
-    (the states that are carried forward to a next step)."""
+    """|∂u[t+1]/∂u[t]| at the states u[0 … T−2] of ``membrane[T, ...]`` (the states that are
+    carried forward to a next step): |β − ϑ·σ_k′(u[t] − ϑ)| with reset by subtraction,
+    |β·(1 − σ_k(u[t] − ϑ)) − β·u[t]·σ_k′(u[t] − ϑ)| with reset to zero."""
     u = membrane[:-1]
+    if layer.reset == "zero":
+        return _zero_reset_factor(layer.beta, layer.threshold, layer.surrogate, u).abs()
     return (layer.beta - layer.threshold * layer.surrogate.derivative(u - layer.threshold)).abs()
 
 
@@ -138,7 +159,10 @@ class _LayerStats:
             "index": index, "beta": _number(layer.beta), "threshold": _number(layer.threshold),
             "surrogate": sg.name, "slope": sg.slope, "sup_derivative": sg.sup_derivative,
             "global_factor": global_contraction_factor(layer),
-            "contracting": bool((layer.threshold * sg.sup_derivative < 1.0 + layer.beta).all()),
+            "reset": layer.reset,
+            "contracting": (global_contraction_factor(layer) < 1.0 if layer.reset == "zero"
+                            else bool((layer.threshold * sg.sup_derivative
+                                       < 1.0 + layer.beta).all())),
             "run_max_factor": self.factor_max,
             "run_mean_factor": self.factor_sum / max(self.factor_n, 1),
             "fraction_factor_ge_1": self.factor_ge_1 / max(self.factor_n, 1),

@@ -246,8 +246,8 @@ def test_time_left_is_weighted_by_the_cost_of_each_kind_of_run():
 
 
 def test_evaluation_batch_size_changes_no_folder_name():
-    """eval_batch_size changes no number, so it is pinned in the hash: the default's change
-    from 256 to 32 renamed no run folder written before it."""
+    """eval_batch_size changes no number, so it is pinned in the hash: evaluating with
+    another batch size names the same run folder."""
     from sast.experiment import config_hash
 
     assert config_hash(RunConfig(eval_batch_size=32)) == config_hash(

@@ -87,10 +87,10 @@ class RunConfig:
     epochs: int = 10
     ste_finetune_epochs: int = 0
     batch_size: int = 64
-    eval_batch_size: int = 32
-    """Samples per evaluation batch. It changes no number (evaluation is per sample); 32 is
-    several times faster than 256 on a CPU, where large time-first conv batches leave the
-    caches."""
+    eval_batch_size: int = 256
+    """Samples per evaluation batch. It changes no number (evaluation is per sample, up to
+    float rounding), so it is left out of run-folder names; benchmarks/bench_eval_batch.py
+    compares sizes."""
     # execution
     seed: int = 0
     device: str = "auto"

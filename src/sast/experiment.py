@@ -102,7 +102,7 @@ def canonical(cfg: RunConfig) -> RunConfig:
 
 HASH_PINNED = {"device": "auto", "eval_batch_size": 256}
 """Fields that change no result, pinned to one value in the hash (the values folders were
-first named with, so a changed default renames no existing run folder)."""
+first named with), so choosing another renames no run folder."""
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -1,4 +1,4 @@
-"""Evaluation batch size on a CPU: 256 samples per batch (the default) vs 32.
+"""Evaluation batch size on a CPU: 256 samples per batch vs 32 (the default).
 
 Side by side, in one process, interleaved, medians over repetitions, on the regime's conv net
 (``nmnist-conv``, 2→16→32, T = 20) and random event-count frames of N-MNIST's shape:

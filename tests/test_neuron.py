@@ -17,11 +17,15 @@ SCANS = [lif_scan, lif_scan_reference]
 CURRENT = [0.6, 0.6, 0.6, 0.0, 1.2]
 
 
-def hand_trajectory(current, beta, threshold, spike_fn):
-    """The LIF recurrence in plain Python floats, written out independently."""
+def hand_trajectory(current, beta, threshold, spike_fn, reset="subtract"):
+    """The LIF recurrence in plain Python floats, written out independently: reset by
+    subtraction, u = β·u' + I − ϑ·s', or to zero, u = β·(1 − s')·u' + I."""
     u_prev, s_prev, us, ss = 0.0, 0.0, [], []
     for i in current:
-        u = beta * u_prev + i - threshold * s_prev
+        if reset == "zero":
+            u = beta * (1.0 - s_prev) * u_prev + i
+        else:
+            u = beta * u_prev + i - threshold * s_prev
         s = spike_fn(u - threshold)
         us.append(u)
         ss.append(s)
@@ -167,18 +171,6 @@ def test_the_slope_is_reachable_from_lif_scan():
 # --- reset to zero: u[t] = β·(1 − s[t−1])·u[t−1] + I[t] ------------------------------------
 
 
-def hand_trajectory_zero(current, beta, threshold, spike_fn):
-    """The zero-reset recurrence in plain Python floats, written out independently."""
-    u_prev, s_prev, us, ss = 0.0, 0.0, [], []
-    for i in current:
-        u = beta * (1.0 - s_prev) * u_prev + i
-        s = spike_fn(u - threshold)
-        us.append(u)
-        ss.append(s)
-        u_prev, s_prev = u, s
-    return us, ss
-
-
 @pytest.mark.parametrize("scan", SCANS)
 @pytest.mark.parametrize("mode", ["hard", "ste"])
 def test_zero_reset_hard_forward_matches_hand_computed_trajectory(scan, mode):
@@ -196,8 +188,8 @@ def test_zero_reset_hard_forward_matches_a_python_loop_on_random_currents(scan):
     s, u = scan(x, 0.85, 1.1, "sigmoid", "hard", reset="zero")
     for b in range(4):
         for n in range(6):
-            us, ss = hand_trajectory_zero(x[:, b, n].tolist(), 0.85, 1.1,
-                                          lambda z: 1.0 if z > 0 else 0.0)
+            us, ss = hand_trajectory(x[:, b, n].tolist(), 0.85, 1.1,
+                                     lambda z: 1.0 if z > 0 else 0.0, reset="zero")
             assert u[:, b, n].tolist() == pytest.approx(us, abs=1e-12)
             assert s[:, b, n].tolist() == ss
     fired = s[:-1] > 0
@@ -214,7 +206,7 @@ def test_zero_reset_surrogate_forward_matches_hand_computed_trajectory(scan, nam
         "atan": lambda z: 0.5 + math.atan(2.0 * z) / math.pi,
         "erf": lambda z: 0.5 * (1.0 + math.erf(2.0 * z / math.sqrt(2.0))),
     }
-    us, ss = hand_trajectory_zero(CURRENT, 0.7, 0.8, formulas[name])
+    us, ss = hand_trajectory(CURRENT, 0.7, 0.8, formulas[name], reset="zero")
     x = torch.tensor(CURRENT, dtype=torch.float64).reshape(5, 1, 1)
     s, u = scan(x, 0.7, 0.8, get_surrogate(name, 2.0), "surrogate", reset="zero")
     assert u.flatten().tolist() == pytest.approx(us, abs=1e-12)

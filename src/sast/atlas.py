@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from sast.report import Run, _plt, _save, _table, load_runs, pm
+from sast.report import Run, _plt, _save, _spread, _table, load_runs, pm
 from sast.runfolder import atomic_write_bytes
 
 NOT_CELL = ("method", "seed", "rho", "adaptive", "eta", "sam_policy", "rho_warmup_epochs",
@@ -194,10 +194,6 @@ def _cell_rows(cells: list[Cell], variant: list[str]) -> list[list[str]]:
             pm(c.surrogate_cost(), digits=1),
         ])
     return rows
-
-
-def _spread(values: np.ndarray) -> float:
-    return float(values.std()) if len(values) > 1 else 0.0
 
 
 def findings(cells: list[Cell], variant: list[str]) -> list[str]:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from sast.config import LATER_FIELDS
+from sast.experiment import SAM_FIELDS
 from sast.runfolder import RunFolder, atomic_write_bytes, read_json
 
 IGNORED_FIELDS = ("seed", "device", "cache_dir", "compile")
@@ -171,8 +172,6 @@ def _label_fields(groups: list[Group], varying: list[str]) -> dict[int, list[str
     return shown
 
 
-SAM_FIELDS = ("rho", "adaptive", "eta", "sam_policy", "rho_warmup_epochs")
-"""Fields only SAM methods read (the sweep normalises them away for the others)."""
 BASELINE_FREE_FIELDS = (*IGNORED_FIELDS, "method", *SAM_FIELDS)
 
 

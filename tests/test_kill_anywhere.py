@@ -40,14 +40,14 @@ def hang():
 import sast.atomicio as atomicio
 import sast.train as train
 if point == "epoch":
-    real = train.STEP_FUNCTIONS["sast"]
+    real = train.KIND_STEPS["exact"]
     calls = {"n": 0}
     def step(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == int(os.environ["KILL_STEP"]):
             hang()
         return real(*args, **kwargs)
-    train.STEP_FUNCTIONS["sast"] = step
+    train.KIND_STEPS["exact"] = step
 elif point in ("checkpoint", "results"):
     real_write = atomicio.atomic_write
     name = "checkpoint.pt" if point == "checkpoint" else "results.jsonl"

@@ -81,7 +81,7 @@ def test_crash_mid_epoch_then_resume(tmp_path, monkeypatch):
     cfg = small(method="sast", epochs=3, lr_schedule="cosine")
     fit(cfg, tmp_path / "straight", progress=False, log=quiet)
 
-    real_step, calls = train.STEP_FUNCTIONS["sast"], {"n": 0}
+    real_step, calls = train.KIND_STEPS["exact"], {"n": 0}
 
     def crashing_step(*args, **kwargs):
         calls["n"] += 1
@@ -89,14 +89,14 @@ def test_crash_mid_epoch_then_resume(tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real_step(*args, **kwargs)
 
-    monkeypatch.setitem(train.STEP_FUNCTIONS, "sast", crashing_step)
+    monkeypatch.setitem(train.KIND_STEPS, "exact", crashing_step)
     with pytest.raises(KeyboardInterrupt):
         fit(cfg, tmp_path / "crashed", progress=False, log=quiet)
     status = read_json(tmp_path / "crashed" / "status.json")
     assert status["status"] == "interrupted" and status["epoch"] == 1
     assert "interrupted after epoch 1; continue with `sast train --out" in status["message"]
     assert not (tmp_path / "crashed" / "final.json").exists()
-    monkeypatch.setitem(train.STEP_FUNCTIONS, "sast", real_step)
+    monkeypatch.setitem(train.KIND_STEPS, "exact", real_step)
     fit(cfg, tmp_path / "crashed", resume=True, progress=False, log=quiet)
 
     assert _models_equal(tmp_path / "straight", tmp_path / "crashed")
@@ -260,7 +260,7 @@ def test_ctrl_c_prints_one_line_and_records_an_interrupted_run(tmp_path, monkeyp
     import sast.train as train
     from sast.cli import main
 
-    real, calls = train.STEP_FUNCTIONS["surrogate"], {"n": 0}
+    real, calls = train.KIND_STEPS["plain"], {"n": 0}
 
     def interrupted(*args, **kwargs):
         calls["n"] += 1
@@ -268,7 +268,7 @@ def test_ctrl_c_prints_one_line_and_records_an_interrupted_run(tmp_path, monkeyp
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setitem(train.STEP_FUNCTIONS, "surrogate", interrupted)
+    monkeypatch.setitem(train.KIND_STEPS, "plain", interrupted)
     out = tmp_path / "run"
     assert main(["train", "--method", "surrogate", "--epochs", "3", "--max-train-samples", "96",
                  "--hidden", "8", "--time-bins", "4", "--batch-size", "32", "--out", str(out),

@@ -24,7 +24,8 @@ from sast.data.corruptions import CORRUPTIONS
 from sast.layers import SCAN_IMPLEMENTATIONS
 from sast.models import ARCHITECTURES, CONV_SCHEDULES, NORMS, READOUTS
 from sast.neuron import RESETS, SURROGATES
-from sast.optim import SAM_POLICIES
+from sast.optim import SAM_POLICIES, SAM_REUSES
+from sast.runtime import tune_process
 
 FIELD_HELP: dict[str, str] = {
     "dataset": "dataset name (see `sast datasets`)",
@@ -68,6 +69,13 @@ FIELD_HELP: dict[str, str] = {
     "eta": "ASAM's η",
     "sam_policy": "descent gradient on the same minibatch, or an independent second one",
     "rho_warmup_epochs": "raise ρ linearly from 0 over this many epochs",
+    "sam_interval": "cheaper SAM: an exact SAM step every k-th step of an epoch (the first is "
+    "one), plain or --sam-reuse steps in between (one forward-backward pass each)",
+    "sam_reuse": "between exact SAM steps: none (plain base-optimiser steps) or looksam (reuse "
+    "the last ascent's sharpness direction, LookSAM)",
+    "looksam_alpha": "LookSAM's α: weight of the reused sharpness direction",
+    "sam_start_epoch": "plain base-optimiser steps before this 0-based epoch, SAM from it on "
+    "(ρ warm-up counts from it)",
     "qat_weight_bits": "quantisation-aware training: forward passes use the weights quantised "
     "to this many bits (2..16) as `sast deploy` quantises them, the gradient passes straight "
     "through to the float weights (default: off)",
@@ -93,7 +101,8 @@ FIELD_CHOICES: dict[str, tuple[str, ...]] = {
     "binning": BINNINGS, "arch": tuple(ARCHITECTURES), "surrogate": tuple(SURROGATES),
     "readout": READOUTS, "conv_schedule": CONV_SCHEDULES,
     "scan_implementation": SCAN_IMPLEMENTATIONS, "method": METHODS,
-    "sam_policy": SAM_POLICIES, "optimizer": OPTIMIZERS, "lr_schedule": LR_SCHEDULES,
+    "sam_policy": SAM_POLICIES, "sam_reuse": SAM_REUSES, "optimizer": OPTIMIZERS,
+    "lr_schedule": LR_SCHEDULES,
     "device": DEVICES, "norm": NORMS, "init": INITS, "reset": RESETS,
 }
 
@@ -536,6 +545,7 @@ def cmd_datasets(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_process()
     commands = {"train": cmd_train, "evaluate": cmd_evaluate, "deploy": cmd_deploy,
                 "export": cmd_export, "report": cmd_report,
                 "sweep": cmd_sweep, "reproduce": cmd_reproduce, "datasets": cmd_datasets}

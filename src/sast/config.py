@@ -19,7 +19,7 @@ from sast.deploy.quantise import MAX_BITS, MIN_BITS
 from sast.layers import SCAN_IMPLEMENTATIONS
 from sast.models import ARCHITECTURES, CONV_SCHEDULES, NORMS, READOUTS
 from sast.neuron import RESETS, SURROGATES
-from sast.optim import SAM_POLICIES
+from sast.optim import SAM_POLICIES, SAM_REUSES
 
 METHODS = ("surrogate", "sast", "ste", "ste-sam")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -28,7 +28,8 @@ LR_SCHEDULES = ("constant", "cosine")
 DEVICES = ("auto", "cpu", "cuda")
 INITS = ("default", "firing-rate")
 LATER_FIELDS: dict[str, Any] = {"reset": "subtract", "qat_weight_bits": None,
-                                "qat_per_channel": True}
+                                "qat_per_channel": True, "sam_interval": 1, "sam_reuse": "none",
+                                "looksam_alpha": 0.7, "sam_start_epoch": 0}
 """Fields added after run folders and sweeps already existed, with the value every earlier run
 had: a saved config without one of them reads as that value, and a config holding that value
 hashes (:func:`sast.experiment.config_hash`) and groups (the report) as if the field were
@@ -75,6 +76,11 @@ class RunConfig:
     eta: float = 0.01
     sam_policy: str = "same"
     rho_warmup_epochs: float = 0.0
+    # cheaper SAM: exact steps every sam_interval-th step, the others plain or LookSAM reuse
+    sam_interval: int = 1
+    sam_reuse: str = "none"
+    looksam_alpha: float = 0.7
+    sam_start_epoch: int = 0
     # quantisation-aware training (sast.qat): fake-quantised synaptic weights, STE
     qat_weight_bits: int | None = None
     qat_per_channel: bool = True
@@ -153,6 +159,7 @@ class RunConfig:
         choices = {
             "method": METHODS, "optimizer": OPTIMIZERS, "binning": BINNINGS,
             "lr_schedule": LR_SCHEDULES, "device": DEVICES, "sam_policy": SAM_POLICIES,
+            "sam_reuse": SAM_REUSES,
             "surrogate": tuple(SURROGATES), "readout": READOUTS,
             "conv_schedule": CONV_SCHEDULES, "scan_implementation": SCAN_IMPLEMENTATIONS,
             "norm": NORMS, "init": INITS, "reset": RESETS,
@@ -201,6 +208,13 @@ class RunConfig:
             raise ValueError(f"init_rate must lie in (0, 1), got {self.init_rate}")
         if not self.rho_warmup_epochs >= 0.0:
             raise ValueError(f"rho_warmup_epochs must be >= 0, got {self.rho_warmup_epochs}")
+        if not self.sam_interval >= 1:
+            raise ValueError(f"sam_interval must be an integer >= 1, got {self.sam_interval}")
+        if not self.looksam_alpha >= 0.0:
+            raise ValueError(f"looksam_alpha must be >= 0, got {self.looksam_alpha}")
+        if not 0 <= self.sam_start_epoch <= self.epochs:
+            raise ValueError(f"sam_start_epoch must be an integer in [0, epochs = {self.epochs}]"
+                             f", got {self.sam_start_epoch}")
         if self.qat_weight_bits is not None:
             if not MIN_BITS <= self.qat_weight_bits <= MAX_BITS:
                 raise ValueError(f"qat_weight_bits must be null or an integer in "

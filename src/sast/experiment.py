@@ -50,7 +50,8 @@ from sast.lock import folder_lock
 from sast.runfolder import RunFolder, atomic_write_bytes, atomic_write_json, read_json
 
 BACKENDS = ("local", "ray")
-SAM_FIELDS = ("rho", "adaptive", "eta", "sam_policy", "rho_warmup_epochs")
+SAM_FIELDS = ("rho", "adaptive", "eta", "sam_policy", "rho_warmup_epochs", "sam_interval",
+              "sam_reuse", "looksam_alpha", "sam_start_epoch")
 EVALUATE_OPTIONS = {"robustness": False, "diagnostics": False, "attribution": False,
                     "corruption": "drop", "levels": None, "corruption_seeds": 3,
                     "sharpness_rho": 0.3, "diagnostic_samples": 256, "deploy": False,

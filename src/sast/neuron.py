@@ -64,6 +64,10 @@ class Surrogate:
         """σ_k′(x)."""
         raise NotImplementedError
 
+    def of_scaled(self, z: Tensor, out: Tensor) -> Tensor:
+        """σ_1(z) = σ_k(z/k) into ``out``: the surrogate of an argument already scaled by k."""
+        raise NotImplementedError
+
     @property
     def sup_derivative(self) -> float:
         """sup_x σ_k′(x), the Lipschitz constant of σ_k used by the theory's bounds."""
@@ -83,6 +87,9 @@ class SigmoidSurrogate(Surrogate):
         s = torch.sigmoid(self.slope * x)
         return self.slope * s * (1.0 - s)
 
+    def of_scaled(self, z: Tensor, out: Tensor) -> Tensor:
+        return torch.sigmoid(z, out=out)
+
     @property
     def sup_derivative(self) -> float:
         return self.slope / 4.0
@@ -101,6 +108,9 @@ class AtanSurrogate(Surrogate):
         kx = self.slope * x
         return self.slope / (math.pi * (1.0 + kx * kx))
 
+    def of_scaled(self, z: Tensor, out: Tensor) -> Tensor:
+        return torch.atan(z, out=out).mul_(1.0 / math.pi).add_(0.5)
+
     @property
     def sup_derivative(self) -> float:
         return self.slope / math.pi
@@ -118,6 +128,9 @@ class ErfSurrogate(Surrogate):
     def derivative(self, x: Tensor) -> Tensor:
         kx = self.slope * x
         return self.slope / math.sqrt(2.0 * math.pi) * torch.exp(-0.5 * kx * kx)
+
+    def of_scaled(self, z: Tensor, out: Tensor) -> Tensor:
+        return torch.mul(z, 1.0 / math.sqrt(2.0), out=out).erf_().add_(1.0).mul_(0.5)
 
     @property
     def sup_derivative(self) -> float:
@@ -233,92 +246,111 @@ class _LIFScan(torch.autograd.Function):
 
     The bracket is ∂L/∂s[t] (the spike's own gradient plus its reset path, ∂u[t+1]/∂s[t] =
     −ϑ or −β·u[t]); the factor of g[t+1] outside it is the direct ∂u[t+1]/∂u[t]. Their sum,
-    β − ϑ·d[t] or β·(1 − s[t]) − β·u[t]·d[t], is the local state Jacobian.
+    c[t] = β − ϑ·d[t] or β·(1 − s[t]) − β·u[t]·d[t], is the local state Jacobian, so
+
+        g[t] = a[t] + c[t]·g[t+1],      a[t] = ḡ_u[t] + d[t]·ḡ_s[t],
+
+    where a and c are computed for all t at once and the loop over time is one fused
+    multiply-add per step. In surrogate mode the sigmoid's d = k·s·(1 − s) is read from the
+    saved spikes; other surrogates recompute σ_k′ from the saved membrane.
+
+    The forward pass of the subtractive reset in surrogate mode runs on the scaled distance to
+    threshold x[t] = k·(u[t] − ϑ), whose recurrence needs no per-step shift or scale:
+
+        x[0] = k·(I[0] − ϑ),   x[t] = β·x[t−1] + k·I[t] + k·ϑ·(β − 1) − k·ϑ·s[t−1],
+        s[t] = σ_1(x[t]),      u[t] = x[t]/k + ϑ.
     """
 
     @staticmethod
     def forward(ctx, current, beta, threshold, surrogate, mode, reset):  # noqa: ANN001
-        spikes = torch.empty_like(current)
-        membrane = torch.empty_like(current)
-        u_prev = s_prev = None
-        for t, i_t in enumerate(current.unbind(0)):
-            u_t = membrane[t]
-            if u_prev is None:
-                u_t.copy_(i_t)
-            elif reset == "subtract":
-                torch.add(i_t, u_prev, alpha=beta, out=u_t)
-                u_t.sub_(s_prev, alpha=threshold)
-            else:  # zero: β·((1 − s)·u) + I
-                torch.mul(u_prev, 1.0 - s_prev, out=u_t)
-                torch.add(i_t, u_t, alpha=beta, out=u_t)
-            x = u_t - threshold
-            s_t = spikes[t]
-            if mode == "hard" or mode == "ste":
-                s_t.copy_(x > 0)
-            else:
-                s_t.copy_(surrogate(x))
-            u_prev, s_prev = u_t, s_t
-        if reset == "subtract":
-            ctx.save_for_backward(membrane)
+        ctx.set_materialize_grads(False)
+        if reset == "subtract" and mode == "surrogate":
+            spikes, membrane = _forward_scaled(current, beta, threshold, surrogate)
         else:
-            ctx.save_for_backward(membrane, spikes)
+            spikes, membrane = _forward_direct(current, beta, threshold, surrogate, mode, reset)
+        ctx.save_for_backward(membrane, spikes)
         ctx.beta, ctx.threshold, ctx.surrogate, ctx.mode = beta, threshold, surrogate, mode
         ctx.reset = reset
         return spikes, membrane
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):  # noqa: ANN001
-        if ctx.reset == "zero":
-            return _LIFScan._backward_zero(ctx, grad_spikes, grad_membrane)
-        (membrane,) = ctx.saved_tensors
-        beta, threshold, surrogate, mode = ctx.beta, ctx.threshold, ctx.surrogate, ctx.mode
-        grad_current = torch.empty_like(membrane)
-        g_next = None
-        # One time step at a time, so that every operand stays in cache.
-        for t in range(membrane.shape[0] - 1, -1, -1):
-            g_t = grad_current[t]
-            # reset path: ∂L/∂s[t] = ḡ_s[t] − ϑ·g[t+1]
-            if grad_spikes is None:
-                grad_s = None if g_next is None else g_next * -threshold
-            elif g_next is None:
-                grad_s = grad_spikes[t]
-            else:
-                grad_s = torch.add(grad_spikes[t], g_next, alpha=-threshold)
-            if mode == "hard" or grad_s is None:
-                g_t.zero_()
-            else:
-                torch.mul(surrogate.derivative(membrane[t] - threshold), grad_s, out=g_t)
-            if g_next is not None:
-                g_t.add_(g_next, alpha=beta)
-            if grad_membrane is not None:
-                g_t.add_(grad_membrane[t])
-            g_next = g_t
-        return grad_current, None, None, None, None, None
-
-    @staticmethod
-    def _backward_zero(ctx, grad_spikes, grad_membrane):  # noqa: ANN001, ANN205
         membrane, spikes = ctx.saved_tensors
         beta, threshold, surrogate, mode = ctx.beta, ctx.threshold, ctx.surrogate, ctx.mode
-        grad_current = torch.empty_like(membrane)
-        g_next = None
-        for t in range(membrane.shape[0] - 1, -1, -1):
-            g_t = grad_current[t]
-            # reset path: ∂L/∂s[t] = ḡ_s[t] − β·u[t]·g[t+1]
-            grad_s = None
-            if g_next is not None:
-                grad_s = torch.mul(g_next, membrane[t]).mul_(-beta)
-            if grad_spikes is not None:
-                grad_s = grad_spikes[t] if grad_s is None else grad_s.add_(grad_spikes[t])
-            if mode == "hard" or grad_s is None:
-                g_t.zero_()
-            else:
-                torch.mul(surrogate.derivative(membrane[t] - threshold), grad_s, out=g_t)
-            if g_next is not None:  # direct path: β·(1 − s[t])·g[t+1]
-                g_t.add_(g_next * (1.0 - spikes[t]), alpha=beta)
+        if grad_spikes is None and grad_membrane is None:
+            return None, None, None, None, None, None
+        if mode == "hard":
+            d = None
+        elif mode == "surrogate" and isinstance(surrogate, SigmoidSurrogate):
+            d = torch.addcmul(spikes, spikes, spikes, value=-1.0).mul_(surrogate.slope)
+        else:
+            d = surrogate.derivative(membrane - threshold)
+        # a[t] = ḡ_u[t] + d[t]·ḡ_s[t], written where the result goes
+        if d is None or grad_spikes is None:
+            grad_current = (torch.zeros_like(membrane) if grad_membrane is None
+                            else grad_membrane.clone(memory_format=torch.contiguous_format))
+        else:
+            grad_current = torch.mul(d, grad_spikes)
             if grad_membrane is not None:
-                g_t.add_(grad_membrane[t])
-            g_next = g_t
+                grad_current.add_(grad_membrane)
+        # c[t], the local state Jacobian
+        if ctx.reset == "subtract":
+            c = beta if d is None else d.mul_(-threshold).add_(beta)
+        else:
+            c = torch.sub(1.0, spikes)
+            if d is not None:
+                c.addcmul_(membrane, d, value=-1.0)
+            c.mul_(beta)
+        for t in range(membrane.shape[0] - 2, -1, -1):
+            if isinstance(c, float):
+                grad_current[t].add_(grad_current[t + 1], alpha=c)
+            else:
+                grad_current[t].addcmul_(c[t], grad_current[t + 1])
         return grad_current, None, None, None, None, None
+
+
+def _forward_scaled(
+    current: Tensor, beta: float, threshold: float, surrogate: Surrogate
+) -> tuple[Tensor, Tensor]:
+    """Subtractive reset, surrogate mode, on x = k·(u − ϑ) (see :class:`_LIFScan`)."""
+    k = surrogate.slope
+    drive = torch.mul(current, k)  # becomes the scaled membrane x in place, one step at a time
+    drive[1:].add_(k * threshold * (beta - 1.0))
+    drive[0].sub_(k * threshold)
+    spikes = torch.empty_like(current)
+    for t in range(current.shape[0]):
+        x_t = drive[t]
+        if t:
+            x_t.add_(drive[t - 1], alpha=beta).sub_(spikes[t - 1], alpha=k * threshold)
+        surrogate.of_scaled(x_t, out=spikes[t])
+    membrane = drive.div_(k).add_(threshold)
+    return spikes, membrane
+
+
+def _forward_direct(
+    current: Tensor, beta: float, threshold: float, surrogate: Surrogate, mode: str, reset: str
+) -> tuple[Tensor, Tensor]:
+    """The membrane recurrence as written in the module docstring, one step at a time."""
+    spikes = torch.empty_like(current)
+    membrane = torch.empty_like(current)
+    u_prev = s_prev = None
+    for t, i_t in enumerate(current.unbind(0)):
+        u_t = membrane[t]
+        if u_prev is None:
+            u_t.copy_(i_t)
+        elif reset == "subtract":
+            torch.add(i_t, u_prev, alpha=beta, out=u_t)
+            u_t.sub_(s_prev, alpha=threshold)
+        else:  # zero: β·((1 − s)·u) + I
+            torch.addcmul(u_prev, u_prev, s_prev, value=-1.0, out=u_t)
+            torch.add(i_t, u_t, alpha=beta, out=u_t)
+        s_t = spikes[t]
+        if mode == "hard" or mode == "ste":
+            torch.gt(u_t, threshold, out=s_t)
+        else:
+            s_t.copy_(surrogate(u_t - threshold))
+        u_prev, s_prev = u_t, s_t
+    return spikes, membrane
 
 
 def _surrogate_of(surrogate: str | Surrogate, slope: float | None) -> Surrogate:

@@ -24,6 +24,7 @@ import torch
 from torch.optim import Optimizer
 
 SAM_POLICIES = ("same", "independent")
+SAM_REUSES = ("none", "looksam")
 
 
 class SAM(Optimizer):
@@ -140,6 +141,85 @@ class SAM(Optimizer):
     def load_state_dict(self, state_dict: dict) -> None:
         self.base_optimizer.load_state_dict(state_dict)
         self.param_groups = self.base_optimizer.param_groups
+
+
+class LookSAM(SAM):
+    """SAM that reuses its ascent's effect between exact steps (LookSAM, Liu et al., 2022).
+
+    On an exact SAM step, with g = ∇L(w) and g_s = ∇L(w + ε), it keeps the part of g_s
+    orthogonal to g,
+
+        g_v = g_s − (⟨g, g_s⟩ / ‖g‖²)·g,
+
+    and on the steps in between (:meth:`reuse_step`, one gradient evaluation) it descends along
+
+        g + α·(‖g‖ / ‖g_v‖)·g_v,
+
+    the current gradient plus the stored sharpness direction rescaled to its norm. Which steps
+    are exact is the caller's choice (every k-th, in :func:`sast.train.train_epoch`). Before the
+    first exact step there is no g_v, and :meth:`reuse_step` is a plain base step.
+
+    >>> import torch
+    >>> w = torch.nn.Parameter(torch.tensor([3.0, 4.0]))
+    >>> sam = LookSAM(torch.optim.SGD([w], lr=0.1), rho=0.5, alpha=1.0)
+    >>> (w ** 2).sum().backward(); sam.first_step(zero_grad=True)
+    >>> ((w ** 2).sum() + w[0]).backward()   # g_s = (7.6, 8.8); g_v ⟂ g = (6, 8)
+    >>> sam.second_step(zero_grad=True)
+    >>> [round(v, 4) for v in sam.sharpness_direction()[0].tolist()]
+    [0.64, -0.48]
+    """
+
+    def __init__(
+        self, base_optimizer: Optimizer, rho: float = 0.05, adaptive: bool = False,
+        eta: float = 0.01, alpha: float = 0.7,
+    ) -> None:
+        if not alpha >= 0.0:
+            raise ValueError(f"LookSAM alpha must be >= 0, got {alpha}")
+        super().__init__(base_optimizer, rho=rho, adaptive=adaptive, eta=eta)
+        self.alpha = float(alpha)
+
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.param_groups for p in group["params"] if p.grad is not None]
+
+    @torch.no_grad()
+    def first_step(self, zero_grad: bool = False) -> None:
+        """As :meth:`SAM.first_step`, keeping g for :meth:`second_step`."""
+        for p in self._params():
+            self.state[p]["looksam_g"] = p.grad.detach().clone()
+        super().first_step(zero_grad=zero_grad)
+
+    @torch.no_grad()
+    def second_step(self, zero_grad: bool = False) -> None:
+        """As :meth:`SAM.second_step`, storing g_v, the part of g_s orthogonal to g."""
+        params = [p for p in self._params() if "looksam_g" in self.state[p]]
+        dot = sum((self.state[p]["looksam_g"] * p.grad).sum() for p in params)
+        g_sq = sum(self.state[p]["looksam_g"].square().sum() for p in params)
+        coef = dot / (g_sq + 1e-12)
+        for p in params:
+            self.state[p]["looksam_gv"] = p.grad - coef * self.state[p].pop("looksam_g")
+        super().second_step(zero_grad=zero_grad)
+
+    def sharpness_direction(self) -> list[torch.Tensor]:
+        """The stored g_v, one tensor per parameter that has one."""
+        return [st["looksam_gv"] for st in self.state.values() if "looksam_gv" in st]
+
+    @torch.no_grad()
+    def reuse_step(self) -> None:
+        """Descend along g + α·(‖g‖/‖g_v‖)·g_v, with g the gradient now in ``.grad``."""
+        params = [p for p in self._params() if "looksam_gv" in self.state[p]]
+        if params:
+            g_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
+            gv_norm = torch.linalg.vector_norm(
+                torch.stack([self.state[p]["looksam_gv"].norm() for p in params]))
+            scale = self.alpha * g_norm / (gv_norm + 1e-12)
+            for p in params:
+                p.grad.add_(self.state[p]["looksam_gv"] * scale)
+        self.base_optimizer.step()
+
+    def forget(self) -> None:
+        """Drop the stored g_v (the next exact step stores a new one)."""
+        for st in self.state.values():
+            st.pop("looksam_gv", None)
 
 
 def build_base_optimizer(

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from sast.atomicio import atomic_write_bytes, atomic_write_json
+from sast.runtime import tune_process
 
 __all__ = ["RunFolder", "atomic_torch_save", "atomic_write_bytes", "atomic_write_json",
            "environment", "load_checkpoint", "read_json"]
@@ -106,6 +107,7 @@ def environment(device: torch.device) -> dict[str, Any]:
         "host": socket.gethostname(),
         "device": str(device),
         "torch_threads": torch.get_num_threads(),
+        "process_tuning": tune_process(),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     if device.type == "cuda":

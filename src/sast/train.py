@@ -50,7 +50,7 @@ from sast.layers import (
 from sast.lock import folder_lock
 from sast.memory import PeakMemory
 from sast.models import SpikingNet, build_model, fold_batchnorm
-from sast.optim import SAM, build_base_optimizer
+from sast.optim import SAM, LookSAM, build_base_optimizer
 from sast.qat import fake_quantised_weights, quantise_weights_
 from sast.results import run_header, timing_summary
 from sast.runfolder import (
@@ -61,6 +61,7 @@ from sast.runfolder import (
     load_checkpoint,
     read_json,
 )
+from sast.runtime import tune_process
 from sast.splits import Splits, prepare_data
 from sast.splits import describe as describe_splits
 
@@ -147,7 +148,12 @@ def make_optimizer(cfg: RunConfig, model: nn.Module) -> torch.optim.Optimizer:
     base = build_base_optimizer(
         cfg.optimizer, model.parameters(), cfg.lr, cfg.momentum, cfg.weight_decay
     )
-    return SAM(base, rho=cfg.rho, adaptive=cfg.adaptive, eta=cfg.eta) if cfg.uses_sam else base
+    if not cfg.uses_sam:
+        return base
+    if cfg.sam_reuse == "looksam":
+        return LookSAM(base, rho=cfg.rho, adaptive=cfg.adaptive, eta=cfg.eta,
+                       alpha=cfg.looksam_alpha)
+    return SAM(base, rho=cfg.rho, adaptive=cfg.adaptive, eta=cfg.eta)
 
 
 def make_scheduler(cfg: RunConfig, optimizer: torch.optim.Optimizer):  # noqa: ANN201
@@ -222,7 +228,20 @@ def plain_step(
     ∇L at the fake-quantised weights, applied to the float ones)."""
     optimizer.zero_grad(set_to_none=True)
     loss, correct = _forward_backward(model, x, y, weights=weights)
-    optimizer.step()
+    getattr(optimizer, "base_optimizer", optimizer).step()
+    return StepResult(loss, correct, len(y), 1)
+
+
+def looksam_reuse_step(
+    model: nn.Module, optimizer: LookSAM, x: torch.Tensor, y: torch.Tensor,
+    descent: tuple[torch.Tensor, torch.Tensor] | None = None,
+    weights: WeightContext | None = None,
+) -> StepResult:
+    """One LookSAM step between exact SAM steps: one forward–backward pass for g, then the
+    base step along g + α·(‖g‖/‖g_v‖)·g_v (:meth:`sast.optim.LookSAM.reuse_step`)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss, correct = _forward_backward(model, x, y, weights=weights)
+    optimizer.reuse_step()
     return StepResult(loss, correct, len(y), 1)
 
 
@@ -246,8 +265,25 @@ def sam_step(
     return StepResult(loss, correct, len(y), 2)
 
 
-STEP_FUNCTIONS = {"surrogate": plain_step, "ste": plain_step, "sast": sam_step,
-                  "ste-sam": sam_step}
+def step_kind(cfg: RunConfig, epoch: int, step: int) -> str:
+    """What step ``step`` (0-based, within ``epoch``) of a run takes: ``"exact"`` (a SAM step,
+    two passes), ``"reuse"`` (a LookSAM reuse step, one pass) or ``"plain"`` (a base-optimiser
+    step, one pass). SAM methods take exact steps from ``sam_start_epoch`` on, every
+    ``sam_interval``-th step of an epoch starting with its first; the steps in between are
+    reuse steps with ``sam_reuse: looksam`` and plain ones otherwise.
+
+    >>> cfg = RunConfig(method="sast", epochs=4, sam_interval=3, sam_start_epoch=1)
+    >>> [step_kind(cfg, 0, i) for i in range(2)], [step_kind(cfg, 1, i) for i in range(4)]
+    (['plain', 'plain'], ['exact', 'plain', 'plain', 'exact'])
+    """
+    if not cfg.uses_sam or epoch < cfg.sam_start_epoch:
+        return "plain"
+    if step % cfg.sam_interval == 0:
+        return "exact"
+    return "reuse" if cfg.sam_reuse == "looksam" else "plain"
+
+
+KIND_STEPS = {"exact": sam_step, "reuse": looksam_reuse_step, "plain": plain_step}
 
 
 def _compiled(model: nn.Module) -> nn.Module:
@@ -282,11 +318,11 @@ def configure_epoch(model: nn.Module, cfg: RunConfig, epoch: int) -> nn.Module:
 
 
 def rho_at(cfg: RunConfig, epoch: float) -> float:
-    """SAM's radius at (fractional) ``epoch``: ρ·min(1, epoch / rho_warmup_epochs), a linear
-    warm-up from 0 (none when ``rho_warmup_epochs`` is 0)."""
+    """SAM's radius at (fractional) ``epoch``: ρ·min(1, (epoch − e₀) / rho_warmup_epochs), a
+    linear warm-up from 0 at e₀ = ``sam_start_epoch`` (none when ``rho_warmup_epochs`` is 0)."""
     if cfg.rho_warmup_epochs <= 0:
         return cfg.rho
-    return cfg.rho * min(1.0, epoch / cfg.rho_warmup_epochs)
+    return cfg.rho * min(1.0, max(0.0, epoch - cfg.sam_start_epoch) / cfg.rho_warmup_epochs)
 
 
 def train_epoch(
@@ -295,7 +331,6 @@ def train_epoch(
 ) -> dict[str, Any]:
     """One pass over ``data`` in the order fixed by (seed, epoch); returns the epoch's
     training metrics."""
-    step_fn = STEP_FUNCTIONS[cfg.method]
     weights = weight_context(cfg) if cfg.qat_weight_bits is not None else None
     configure_epoch(model, cfg, epoch)
     loader = batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch),
@@ -308,6 +343,8 @@ def train_epoch(
         )
     if cfg.compile:
         model = _compiled(model)
+    if isinstance(optimizer, LookSAM):
+        optimizer.forget()  # each epoch starts afresh, so a resumed run takes the same steps
     model.train()
     total_loss, correct, seen, grad_evals, step_times = 0.0, 0, 0, 0, []
     bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress,
@@ -320,12 +357,13 @@ def train_epoch(
                 group["rho"] = rho_at(cfg, epoch + step / len(loader))
         t0 = time.perf_counter()
         x, y = time_first(frames, device), labels.to(device)
+        kind = step_kind(cfg, epoch, step)
         descent = None
-        if descent_batches is not None:
+        if descent_batches is not None and kind == "exact":
             d_frames, d_labels = next(descent_batches)
             descent = (time_first(d_frames, device), d_labels.to(device))
         try:
-            result = step_fn(model, optimizer, x, y, descent, weights)
+            result = KIND_STEPS[kind](model, optimizer, x, y, descent, weights)
         except TrainingDiverged as err:
             raise TrainingDiverged(f"{err} at step {step + 1} of {len(loader)}") from None
         _sync(device)
@@ -367,6 +405,7 @@ def fit(
     (``epochs`` may be raised to train further); a finished run is returned as it is. The run
     folder is locked while it trains (:mod:`sast.lock`): a second process is refused.
     """
+    tune_process()
     with folder_lock(out, "run folder"):
         return _fit(cfg, out, resume, progress, log)
 

@@ -384,6 +384,10 @@ def lif_scan(
     backward is first-order only. For tensor-valued or learnable β and ϑ, or for second
     derivatives, use :func:`lif_scan_reference`, which computes the same values.
 
+    On CUDA, float32/float16/bfloat16 currents with a built-in surrogate run as two fused Triton
+    kernels (:mod:`sast.triton_lif`) when Triton can be imported; ``SAST_LIF_BACKEND=torch`` in
+    the environment forces the PyTorch scan.
+
     >>> import torch
     >>> s, u = lif_scan(torch.tensor([[0.6], [0.6], [0.6]]), beta=0.5, threshold=1.0,
     ...                 mode="hard")
@@ -398,5 +402,10 @@ def lif_scan(
             "lif_scan takes beta and threshold as Python numbers; use lif_scan_reference for "
             "tensor-valued or learnable parameters"
         )
+    if current.is_cuda:  # the fused Triton kernels, unless SAST_LIF_BACKEND=torch
+        from .triton_lif import lif_scan_triton, use_triton
+
+        if use_triton(current, sg := _surrogate_of(surrogate, slope)):
+            return lif_scan_triton(current, float(beta), float(threshold), sg, mode, reset)
     return _LIFScan.apply(current, float(beta), float(threshold),
                           _surrogate_of(surrogate, slope), mode, reset)

@@ -88,7 +88,8 @@ FIELD_HELP: dict[str, str] = {
     "lr_schedule": "learning-rate schedule over epochs",
     "epochs": "number of training epochs",
     "ste_finetune_epochs": "train the last N of the epochs with hard spikes forward (STE)",
-    "batch_size": "training minibatch size",
+    "batch_size": "training minibatch size (under torchrun the global batch, split equally "
+    "across the processes: a multiple of their number)",
     "eval_batch_size": "evaluation batch size",
     "seed": "seed of initialisation and shuffling",
     "device": "auto (CUDA if present), cpu or cuda",
@@ -194,7 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser(
         "train", help="train one network into a run folder",
         description="Train one network and evaluate it with surrogate and hard spikes. "
-        "Options override the values of --config, which override the defaults.",
+        "Options override the values of --config, which override the defaults. "
+        "`torchrun --nproc-per-node N -m sast train ...` trains one run on N processes "
+        "(devices): --batch-size is the global batch, gradients are averaged across them, "
+        "rank 0 writes the run folder.",
     )
     train.add_argument("--config", type=Path, help="YAML or JSON file of config fields")
     train.add_argument(
@@ -377,6 +381,7 @@ def _print_result(result: dict[str, Any], where: Path) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from sast import distributed
     from sast.train import TrainingDiverged, fit
 
     cfg = resolve_config(args)
@@ -400,6 +405,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         message = read_json(status).get("message", "") if status.exists() else ""
         print(f"sast train: {message or 'interrupted'}", file=sys.stderr)
         return 130
+    if distributed.launched_rank() != 0:  # torchrun's other ranks: rank 0 reports
+        return 0
     _print_result(final, out / "final.json")
     if "note" in final:
         print(f"  note: {final['note']}")

@@ -14,6 +14,10 @@ around each forward–backward pass.
 
 Every epoch is seeded from (seed, epoch) alone, and a checkpoint is written atomically after it,
 so a run resumed from its checkpoint continues bit for bit as if it had never stopped.
+
+Under ``torchrun`` one run trains on several processes (:mod:`sast.distributed`): each rank
+takes its block of every global batch, and every backward pass is followed by an all-reduce
+of the gradients, so every rank takes the same step; rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from torch.utils.data import (
 )
 from tqdm.auto import tqdm
 
+from sast import distributed
 from sast.config import RunConfig
 from sast.data import FrameSet, time_first
 from sast.evaluate import evaluate_spike_modes
@@ -177,20 +182,20 @@ def epoch_generator(seed: int, epoch: int, stream: int = 0) -> torch.Generator:
 
 def batch_loader(
     data: FrameSet, batch_size: int, generator: torch.Generator | None = None,
-    drop_last: bool = False,
+    drop_last: bool = False, shard: tuple[int, int] | None = None,
 ) -> DataLoader:
     """Minibatches of (frames, labels); shuffled with ``generator`` when one is given. Each
     batch is one indexing operation on the in-memory tensors. ``drop_last`` drops a last
-    partial batch (a compiled model then sees one input shape only)."""
+    partial batch (a compiled model then sees one input shape only). ``shard`` = (rank, world
+    size): only this rank's block of each batch (:class:`sast.distributed.ShardedBatches`)."""
     order = (
         RandomSampler(range(len(data)), generator=generator)
         if generator is not None else SequentialSampler(range(len(data)))
     )
-    return DataLoader(
-        data,
-        sampler=BatchSampler(order, batch_size, drop_last=drop_last and len(data) > batch_size),
-        batch_size=None,
-    )
+    batches = BatchSampler(order, batch_size, drop_last=drop_last and len(data) > batch_size)
+    if shard is not None:
+        batches = distributed.ShardedBatches(batches, *shard)
+    return DataLoader(data, sampler=batches, batch_size=None)
 
 
 def gradient_norm(model: nn.Module) -> float:
@@ -210,9 +215,10 @@ def _forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
         logits = model(x)
         loss = nn.functional.cross_entropy(logits, y)
         value = loss.item()
-        if not math.isfinite(value):
-            raise TrainingDiverged(f"{what} became {value}")
+        if not math.isfinite(mean := distributed.mean_over_ranks(value, len(y))):
+            raise TrainingDiverged(f"{what} became {mean}")
         loss.backward()
+    distributed.average_gradients(model, len(y))  # every rank: the global batch's gradient
     norm = gradient_norm(model)
     if not math.isfinite(norm):
         raise TrainingDiverged(f"the gradient of the {what} became {norm} (its norm)")
@@ -333,13 +339,14 @@ def train_epoch(
     training metrics."""
     weights = weight_context(cfg) if cfg.qat_weight_bits is not None else None
     configure_epoch(model, cfg, epoch)
+    shard = distributed.batch_shard()  # None in one process
     loader = batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch),
-                          drop_last=cfg.compile)
+                          drop_last=cfg.compile, shard=shard)
     descent_batches = None
     if cfg.uses_sam and cfg.sam_policy == "independent":
         descent_batches = _cycle(
             lambda s: batch_loader(data, cfg.batch_size, epoch_generator(cfg.seed, epoch, s),
-                                   drop_last=cfg.compile)
+                                   drop_last=cfg.compile, shard=shard)
         )
     if cfg.compile:
         model = _compiled(model)
@@ -374,6 +381,8 @@ def train_epoch(
         grad_evals += result.grad_evals
         bar.set_postfix(loss=f"{total_loss / seen:.4f}", acc=f"{correct / seen:.3f}")
     bar.close()
+    distributed.average_batchnorm_statistics(model)
+    total_loss, correct, seen = distributed.sum_over_ranks(total_loss, correct, seen)
     return {
         "train_loss": total_loss / seen,
         "train_accuracy": correct / seen,
@@ -404,10 +413,19 @@ def fit(
     With ``resume=True`` an existing run in ``out`` continues from its last checkpoint
     (``epochs`` may be raised to train further); a finished run is returned as it is. The run
     folder is locked while it trains (:mod:`sast.lock`): a second process is refused.
+
+    Under ``torchrun`` (:mod:`sast.distributed`) every rank calls ``fit``; rank 0 locks and
+    writes the folder and returns ``final.json``, the other ranks train beside it, write
+    nothing and return ``{}``.
     """
     tune_process()
-    with folder_lock(out, "run folder"):
-        return _fit(cfg, out, resume, progress, log)
+    with distributed.process_group(resolve_device(cfg.device)) as ctx:
+        if ctx is not None:
+            ctx.check_batch_size(cfg.batch_size)
+            if not ctx.is_main:
+                return _fit(cfg, out, resume, False, lambda *_: None)
+        with folder_lock(out, "run folder"):
+            return _fit(cfg, out, resume, progress, log)
 
 
 def _fit(
@@ -415,7 +433,8 @@ def _fit(
     log,  # noqa: ANN001
 ) -> dict[str, Any]:
     folder = RunFolder(out)
-    device = resolve_device(cfg.device)
+    device = distributed.local_device(resolve_device(cfg.device))
+    writes = distributed.is_main()  # rank 0 alone writes the run folder (one process: it does)
     checkpoint = None
     if folder.config.exists() and not folder.holds_run():
         log(f"{folder.root}: its earlier run stopped before finishing an epoch; starting afresh")
@@ -439,20 +458,24 @@ def _fit(
                 if final.get("epochs") == cfg.epochs:
                     log(f"{folder.root}: already finished ({cfg.epochs} epochs)")
                     return final
-    folder.root.mkdir(parents=True, exist_ok=True)
-    for stale in folder.root.glob(".*.tmp"):  # left by a write that was killed (we hold the lock)
-        stale.unlink(missing_ok=True)
-    atomic_write_json(folder.config, cfg.to_dict())
-    atomic_write_json(folder.env, environment(device))
+    distributed.barrier()  # every rank has read the folder before rank 0 writes to it
+    if writes:
+        folder.root.mkdir(parents=True, exist_ok=True)
+        for stale in folder.root.glob(".*.tmp"):  # left by a killed write (we hold the lock)
+            stale.unlink(missing_ok=True)
+        atomic_write_json(folder.config, cfg.to_dict())
+        atomic_write_json(folder.env, {**environment(device), **distributed.describe()})
 
     memory = PeakMemory(device)
     splits = prepare_data(cfg, progress)
-    atomic_write_json(folder.splits, splits.manifest())
+    if writes:
+        atomic_write_json(folder.splits, splits.manifest())
     log(f"{folder.root}: {describe_splits(splits.manifest())}")
     model = make_model(cfg, splits.train.input_shape, splits.train.n_classes).to(device)
     if checkpoint is None and cfg.init == "firing-rate":
         report = initialise_firing_rates(cfg, model, splits.train, device)
-        atomic_write_json(folder.init, report)
+        if writes:
+            atomic_write_json(folder.init, report)
         log(f"{folder.root}: initial firing rates " + ", ".join(
             f"{r['rate_before']:.3f} → {r['rate_after']:.3f}" for r in report["layers"]))
     optimizer = make_optimizer(cfg, model)
@@ -473,20 +496,22 @@ def _fit(
                                              scheduler.lr_lambdas, strict=True):
                 group["lr"] = base_lr * lr_at(scheduler.last_epoch)
         start_epoch = checkpoint["epoch"]
-        folder.write_metrics([r for r in folder.read_metrics() if r["epoch"] <= start_epoch])
+        if writes:
+            folder.write_metrics([r for r in folder.read_metrics() if r["epoch"] <= start_epoch])
         log(f"{folder.root}: resuming after epoch {start_epoch}")
-    else:
+    elif writes:
         folder.write_metrics([])
-    folder.final.unlink(missing_ok=True)
-
-    folder.write_status("running", epoch=start_epoch)
+    distributed.broadcast_model(model)  # every rank starts from rank 0's weights
+    if writes:
+        folder.final.unlink(missing_ok=True)
+        folder.write_status("running", epoch=start_epoch)
     try:
         for epoch in range(start_epoch, cfg.epochs):
             row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
             row.update(train_epoch(cfg, model, optimizer, splits.train, epoch, device, progress))
             if scheduler is not None:
                 scheduler.step()
-            if len(splits.val):
+            if len(splits.val) and writes:  # rank 0 validates; the others wait for it
                 with weight_context(cfg)(model):
                     val = evaluate_spike_modes(model, splits.val, device, cfg.eval_batch_size)
                 row.update({
@@ -499,6 +524,8 @@ def _fit(
             configure_epoch(model, cfg, epoch)
             row["peak_memory_mb"] = memory.peak_mb()
             row["peak_memory_scope"] = memory.scope
+            if not writes:
+                continue
             folder.append_metrics(row)
             atomic_torch_save(folder.checkpoint, {
                 "epoch": epoch + 1, "model": model.state_dict(),
@@ -510,6 +537,8 @@ def _fit(
             folder.write_status("running", epoch=epoch + 1)
             log(_epoch_line(row, cfg.epochs))
     except KeyboardInterrupt:
+        if not writes:
+            raise
         done = len(folder.read_metrics())
         folder.write_status("interrupted", f"interrupted after epoch {done}; continue with "
                             f"`sast train --out {folder.root} --resume`", epoch=done)
@@ -518,15 +547,19 @@ def _fit(
         message = (f"{err} in epoch {epoch + 1}; the last good checkpoint is after epoch "
                    f"{epoch}: continue from it with a lower learning rate, e.g. `sast train "
                    f"--out {folder.root} --resume --lr {cfg.lr / 10:g}`")
-        folder.write_status("diverged", message, epoch=epoch)
+        if writes:
+            folder.write_status("diverged", message, epoch=epoch)
         raise TrainingDiverged(f"{folder.root}: {message}") from None
     except BaseException as err:
         try:
-            folder.write_status("failed", f"{type(err).__name__}: {err}")
+            if writes:
+                folder.write_status("failed", f"{type(err).__name__}: {err}")
         except OSError:  # the folder cannot be written at all: the error says why
             pass
         raise
 
+    if not writes:  # the final evaluation is rank 0's
+        return {}
     with weight_context(cfg)(model):
         final = final_evaluation(cfg, model, splits, device, folder)
     atomic_write_json(folder.final, final)

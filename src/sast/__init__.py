@@ -16,13 +16,13 @@ from sast.neuron import (
     lif_scan,
     lif_scan_reference,
 )
-from sast.optim import SAM
+from sast.optim import SAM, LookSAM
 from sast.train import fit, load_run
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "LIF", "SAM", "AtanSurrogate", "ErfSurrogate", "PerFrame", "RunConfig", "SigmoidSurrogate",
-    "Surrogate", "build_model", "fit", "get_surrogate", "lif_scan", "lif_scan_reference",
-    "load_run", "set_spike_mode", "spike_mode",
+    "LIF", "SAM", "AtanSurrogate", "ErfSurrogate", "LookSAM", "PerFrame", "RunConfig",
+    "SigmoidSurrogate", "Surrogate", "build_model", "fit", "get_surrogate", "lif_scan",
+    "lif_scan_reference", "load_run", "set_spike_mode", "spike_mode",
 ]

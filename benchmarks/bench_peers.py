@@ -154,21 +154,18 @@ def apply_process_settings(threads: int, flush_denormal: bool = True,
     if flush_denormal:
         settings["flush_denormal"] = bool(torch.set_flush_denormal(True))
     if mallopt:
-        m_trim_threshold, m_mmap_threshold = -1, -3
+        # the setting `sast` commands apply (sast.runtime): no mmap for large blocks, no heap
+        # trimming, so freed activation buffers are reused instead of faulted in anew
+        m_trim_threshold, m_mmap_max = -1, -4
         try:
             libc = ctypes.CDLL("libc.so.6")
         except OSError:
             settings["mallopt"] = "unavailable (not glibc)"
         else:
-            # glibc caps M_MMAP_THRESHOLD at 32 MiB on 64-bit (HEAP_MAX_SIZE / 2) and refuses
-            # (returns 0) a larger value: ask for 1 GiB, fall back to the cap
-            mmap = 1 << 30
-            if not libc.mallopt(m_mmap_threshold, mmap):
-                mmap = 1 << 25
-                if not libc.mallopt(m_mmap_threshold, mmap):
-                    mmap = None
-            trim = 1 << 30 if libc.mallopt(m_trim_threshold, 1 << 30) else None
-            settings["mallopt"] = {"M_MMAP_THRESHOLD": mmap, "M_TRIM_THRESHOLD": trim}
+            settings["mallopt"] = {
+                "M_MMAP_MAX": 0 if libc.mallopt(m_mmap_max, 0) else None,
+                "M_TRIM_THRESHOLD": 2**31 - 1 if libc.mallopt(m_trim_threshold, 2**31 - 1)
+                else None}
     return settings
 
 

@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 SHARED_DATA = Path(os.environ.get("SAST_TEST_DATA")
                    or Path(__file__).resolve().parents[2] / "shared" / "data")
@@ -20,3 +21,11 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("SAST_CACHE_DIR", None)
     else:
         os.environ["SAST_CACHE_DIR"] = old
+
+
+@pytest.fixture(autouse=True)
+def _denormals_back_on():
+    """``sast`` commands and ``fit`` flush denormals process-wide (:mod:`sast.runtime`); give
+    every test the IEEE default back, which hypothesis checks for."""
+    yield
+    torch.set_flush_denormal(False)

@@ -65,11 +65,13 @@ def test_activity_divergence_against_a_direct_computation():
     for i, entry in enumerate(result["layers"]):
         u_s, u_h = membranes["surrogate", i], membranes["hard", i]
         per_t = (u_h - u_s).abs().mean(dim=(1, 2))
-        assert entry["drift_network"] == pytest.approx(per_t.tolist(), rel=1e-5, abs=1e-9)
+        # abs: the fused scan's float32 membrane is exact to about 1e-7 (it is computed as
+        # x/k + ϑ from the scaled distance to threshold x in surrogate mode)
+        assert entry["drift_network"] == pytest.approx(per_t.tolist(), rel=1e-5, abs=1e-6)
         _, u_iso = lif_scan_reference(currents["surrogate", i], 0.9, 1.0,
                                       model[2].surrogate, "hard")
         iso = (u_iso - u_s).abs().mean(dim=(1, 2))
-        assert entry["drift_isolated"] == pytest.approx(iso.tolist(), rel=1e-5, abs=1e-9)
+        assert entry["drift_isolated"] == pytest.approx(iso.tolist(), rel=1e-5, abs=1e-6)
         near = float(((u_s - 1.0).abs() < 0.1).double().mean())
         assert entry["near_threshold_fraction"] == pytest.approx(near)
     # the first layer sees the same input in both networks: both drifts agree

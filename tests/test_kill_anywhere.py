@@ -105,9 +105,11 @@ def same_metrics(a, b):
 
 @pytest.mark.slow
 def test_a_run_killed_anywhere_resumes_bit_for_bit(tmp_path):
-    from sast.cli import main
-
-    assert main(["train", *TRAIN, "--out", str(tmp_path / "straight")]) == 0
+    # the reference run in a fresh process too, like the killed ones: this process's thread
+    # count and denormal mode are whatever earlier tests left
+    subprocess.run([sys.executable, "-m", "sast.cli", "train", *TRAIN, "--out",
+                    str(tmp_path / "straight")], cwd=tmp_path, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run, marker = tmp_path / "killed", tmp_path / "marker"
     # (kill point, which occurrence): mid-epoch steps, half-written checkpoints, final evaluation
     plan = [("epoch", 2), ("checkpoint", 1), ("epoch", 3), ("checkpoint", 2), ("final", 1)]
@@ -125,7 +127,9 @@ def test_a_run_killed_anywhere_resumes_bit_for_bit(tmp_path):
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
         child.wait()
-    assert main(["train", *TRAIN, "--out", str(run), "--resume"]) == 0
+    subprocess.run([sys.executable, "-m", "sast.cli", "train", *TRAIN, "--out", str(run),
+                    "--resume"], cwd=tmp_path, check=True, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL)
 
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(run / "checkpoint.pt", weights_only=True)["model"]

@@ -6,6 +6,9 @@ import subprocess
 import sys
 
 import pytest
+import torch
+
+from sast.runtime import tune_process
 
 PROBE = """
 import ctypes, json, resource, torch
@@ -44,3 +47,19 @@ def test_tuned_process_flushes_denormals_and_reuses_large_blocks():
     # block is reused
     assert min(plain["faults"][1:]) > pages // 2
     assert max(tuned["faults"][1:]) < pages // 10
+
+
+def flushes() -> bool:
+    return float(torch.tensor([1e-20]) * torch.tensor([1e-20])) == 0.0
+
+
+def test_denormal_mode_is_set_again_after_other_code_changed_it(monkeypatch):
+    monkeypatch.delenv("SAST_PROCESS_TUNING", raising=False)
+    was = flushes()
+    try:
+        tune_process()
+        torch.set_flush_denormal(False)
+        assert not flushes()
+        assert tune_process()["flush_denormal"] and flushes()
+    finally:
+        torch.set_flush_denormal(was)

@@ -24,7 +24,6 @@ import torch
 from torch import Tensor, nn
 
 from sast.layers import LIF, lif_attributes
-from sast.neuron import lif_scan_reference
 
 AFFINE = (nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d)
 SCALE_RANGE = (1e-3, 1e3)
@@ -41,8 +40,14 @@ def feeding_affine(module: nn.Module) -> nn.Module | None:
 
 
 def _above_threshold_rate(layer: LIF, current: Tensor) -> float:
-    _, u = lif_scan_reference(current, layer.beta, layer.threshold, layer.surrogate, "surrogate",
-                              reset=layer.reset)
+    """The rate of state-steps with u > ϑ, from the layer's own scan (so the rate reported is
+    the rate the model runs at, to the last rounding, even where tied currents sit at ϑ)."""
+    record, layer.record = layer.record, True
+    try:
+        layer(current)
+        u = layer.membrane
+    finally:
+        layer.record, layer.membrane = record, None
     return float((u > layer.threshold).double().mean())
 
 

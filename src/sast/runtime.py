@@ -46,13 +46,12 @@ def _keep_heap() -> bool:
 
 
 def tune_process() -> dict[str, bool]:
-    """Apply the settings above once per process (unless ``SAST_PROCESS_TUNING=0``); returns
-    which took effect, e.g. ``{"flush_denormal": True, "keep_heap": True}``."""
+    """Apply the settings above (unless ``SAST_PROCESS_TUNING=0``); returns which took effect,
+    e.g. ``{"flush_denormal": True, "keep_heap": True}``. The allocator is set once per process;
+    the denormal mode is set again on every call, since other code may have changed it."""
     global _applied
+    if os.environ.get("SAST_PROCESS_TUNING", "1") == "0":
+        return {"flush_denormal": False, "keep_heap": False}
     if _applied is None:
-        if os.environ.get("SAST_PROCESS_TUNING", "1") == "0":
-            _applied = {"flush_denormal": False, "keep_heap": False}
-        else:
-            _applied = {"flush_denormal": bool(torch.set_flush_denormal(True)),
-                        "keep_heap": _keep_heap()}
-    return dict(_applied)
+        _applied = {"keep_heap": _keep_heap()}
+    return {"flush_denormal": bool(torch.set_flush_denormal(True)), **_applied}

@@ -18,6 +18,9 @@ Implementations (``--impls``):
   channels-last), trained in its "surrogate" spike mode (smooth spikes forward), inference in
   "hard" spike mode. ``sast-sam``: the same model, one ``sast.train.sam_step`` with
   ``sast.optim.SAM`` around Adam (two forward–backward passes); train mode only.
+  ``sast-compiled`` (only when named in ``--impls``: each worker compiles for about 30 s):
+  the same model on the plain-autograd scan through ``torch.compile``, as ``sast train
+  --compile true`` runs it; its compilation falls in the warm-up steps.
 - ``snntorch``: ``snn.Leaky(beta=0.9, threshold=1, reset_mechanism="subtract",
   spike_grad=surrogate.sigmoid(slope=5))`` stepped over T in Python (snnTorch's only mode).
 - ``norse``: Norse's box LIF (``lif_box_feed_forward_step``: no synaptic current, as sast's LIF)
@@ -83,11 +86,19 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sast.layers import LIF, LeakyReadout, PerFrame, set_spike_mode, spike_mode
+from sast.layers import (
+    LIF,
+    LeakyReadout,
+    PerFrame,
+    set_scan_implementation,
+    set_spike_mode,
+    spike_mode,
+)
 from sast.models import build_model
 
 PEERS = ("snntorch", "norse", "spikingjelly")
-IMPLS = ("sast", "sast-sam", *PEERS, "dense")
+DEFAULT_IMPLS = ("sast", "sast-sam", *PEERS, "dense")
+IMPLS = (*DEFAULT_IMPLS, "sast-compiled")
 MODES = ("train", "infer")
 PEER_MODULES = {"snntorch": "snntorch", "norse": "norse", "spikingjelly": "spikingjelly"}
 BETA, THRESHOLD, SLOPE = 0.9, 1.0, 5.0
@@ -332,6 +343,9 @@ def build(impl: str, spec: NetSpec) -> nn.Module:
     model = spec.build_sast()
     if impl in ("sast", "sast-sam"):
         return model
+    if impl == "sast-compiled":
+        set_scan_implementation(model, "reference")
+        return torch.compile(model, dynamic=False)
     if impl == "dense":
         return dense_twin(model)
     return peer_net(model, impl)
@@ -434,7 +448,7 @@ def print_checks(net: str, spec: NetSpec, rows: list[Check]) -> None:
 def make_step(impl: str, mode: str, model: nn.Module, x: torch.Tensor, y: torch.Tensor):  # noqa: ANN201
     if mode == "infer":
         model.eval()
-        if impl == "sast":
+        if impl in ("sast", "sast-compiled"):
             set_spike_mode(model, "hard")
 
         def infer() -> None:
@@ -536,7 +550,8 @@ def markdown_table(medians: dict[tuple[str, str, str], float], nets: list[str],
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--nets", default="A,B", help="comma-separated: A (MLP), B (conv)")
-    parser.add_argument("--impls", default=",".join(IMPLS), help="comma-separated")
+    parser.add_argument("--impls", default=",".join(DEFAULT_IMPLS),
+                        help=f"comma-separated, of {','.join(IMPLS)}")
     parser.add_argument("--modes", default=",".join(MODES), help="comma-separated")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=15, help="timed steps per worker")

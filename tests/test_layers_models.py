@@ -9,6 +9,7 @@ from sast.layers import (
     SpikeCountReadout,
     leaky_readout_weights,
     set_scan_implementation,
+    set_slope,
     set_spike_mode,
     spike_mode,
 )
@@ -172,3 +173,21 @@ def test_lif_parameters_are_buffers_saved_with_the_model_and_may_be_per_neuron()
         expected.append(s)
     assert spikes.dtype == torch.float64 and torch.equal(spikes, torch.stack(expected))
     assert "per neuron (3,)" in repr(per_neuron)
+
+
+@pytest.mark.parametrize("per_neuron", [False, True])
+def test_compiled_lif_net_has_no_graph_break_and_follows_its_slope(per_neuron):
+    torch.manual_seed(0)
+    model = build_model("dvsgesture-conv", (2, 8, 8), 11, channels=(4, 8))
+    if per_neuron:
+        lif = next(m for m in model.modules() if isinstance(m, LIF))
+        lif.threshold = torch.linspace(0.5, 1.5, 4, dtype=torch.float64).view(4, 1, 1)
+    set_scan_implementation(model, "reference")
+    x = 2.0 * torch.rand(5, 3, 2, 8, 8)
+    torch._dynamo.reset()
+    assert torch._dynamo.explain(model)(x).graph_break_count == 0
+    compiled = torch.compile(model, backend="eager", dynamic=False)
+    torch.testing.assert_close(compiled(x), model(x))
+    set_slope(model, 0.5)   # β, ϑ and k are compile-time constants: a change must reach the graph
+    torch.testing.assert_close(compiled(x), model(x))
+    torch._dynamo.reset()

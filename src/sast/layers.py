@@ -78,13 +78,26 @@ class LIF(nn.Module):
         self.reset = check_reset(reset)
         self.record = False
         self.membrane: Tensor | None = None
+        self._refresh_constants()
 
     def __setattr__(self, name: str, value: object) -> None:
-        if name in LIF.BUFFERS and name in self.__dict__.get("_buffers", {}) \
-                and not isinstance(value, Tensor):
+        buffers = self.__dict__.get("_buffers", {})
+        if name in LIF.BUFFERS and name in buffers and not isinstance(value, Tensor):
             old = self._buffers[name]
             value = torch.as_tensor(value, dtype=old.dtype, device=old.device)
         super().__setattr__(name, value)
+        if name in LIF.BUFFERS and all(b in buffers for b in LIF.BUFFERS):
+            self._refresh_constants()
+
+    def _refresh_constants(self) -> None:
+        """β, ϑ (where one value for all neurons) and k as Python numbers, which
+        ``torch.compile`` treats as constants (reading a buffer's value would break its
+        graph at every layer)."""
+        self._constants = (
+            None if self.beta.dim() else float(self.beta),
+            None if self.threshold.dim() else float(self.threshold),
+            float(self.slope),
+        )
 
     @property
     def surrogate(self) -> Surrogate:
@@ -108,19 +121,32 @@ class LIF(nn.Module):
         for name in LIF.BUFFERS:
             state_dict.setdefault(prefix + name, getattr(self, name))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        self._refresh_constants()
 
     def forward(self, current: Tensor) -> Tensor:
         check_time_first(current, 2, "LIF")
-        if not self.per_neuron:  # Python numbers, as exact as the config that set them
-            beta, threshold = float(self.beta), float(self.threshold)
-            scan = lif_scan if self.implementation == "fused" else lif_scan_reference
+        if torch.compiler.is_compiling():
+            spikes, membrane = self._compiled_forward(current)
         else:
-            beta, threshold = self.beta.to(current.dtype), self.threshold.to(current.dtype)
-            scan = lif_scan_reference
-        spikes, membrane = scan(current, beta, threshold, self.surrogate, self.spike_mode,
-                                reset=self.reset)
+            if not self.per_neuron:  # Python numbers, as exact as the config that set them
+                beta, threshold = float(self.beta), float(self.threshold)
+                scan = lif_scan if self.implementation == "fused" else lif_scan_reference
+            else:
+                beta, threshold = self.beta.to(current.dtype), self.threshold.to(current.dtype)
+                scan = lif_scan_reference
+            spikes, membrane = scan(current, beta, threshold, self.surrogate, self.spike_mode,
+                                    reset=self.reset)
         self.membrane = membrane if self.record else None
         return spikes
+
+    def _compiled_forward(self, current: Tensor) -> tuple[Tensor, Tensor]:
+        """The plain-autograd scan (which the compiler fuses), with β, ϑ and k as constants."""
+        beta, threshold, slope = self._constants
+        beta = self.beta.to(current.dtype) if beta is None else beta
+        threshold = self.threshold.to(current.dtype) if threshold is None else threshold
+        return lif_scan_reference(current, beta, threshold,
+                                  get_surrogate(self.surrogate_name, slope), self.spike_mode,
+                                  reset=self.reset)
 
     def extra_repr(self) -> str:
         def show(t: Tensor) -> str:

@@ -28,8 +28,8 @@ SMALLEST_NORMAL = 1.1754943508222875e-38
 
 def batches(data: str):  # noqa: ANN201
     """Endless (frames[B, T, P, H, W], labels): the synthetic N-MNIST training part shuffled by
-    epoch, or (``random``) one fixed batch of Bernoulli(0.1) events with random labels, as a
-    step-time benchmark feeds it."""
+    epoch, or (``random``) one fixed batch of random labels and event counts (Bernoulli(0.1)
+    events of 1–3 counts each, as ``bench_peers.py`` feeds its nets)."""
     import torch
 
     from sast.config import RunConfig
@@ -38,7 +38,9 @@ def batches(data: str):  # noqa: ANN201
 
     if data == "random":
         g = torch.Generator().manual_seed(0)
-        frames = (torch.rand(128, 20, 2, 34, 34, generator=g) < 0.1).to(torch.uint8)
+        shape = (128, 20, 2, 34, 34)
+        frames = ((torch.rand(shape, generator=g) < 0.1)
+                  * torch.randint(1, 4, shape, generator=g)).to(torch.uint8)
         labels = torch.randint(0, 10, (128,), generator=g)
         while True:
             yield frames, labels

@@ -105,11 +105,13 @@ def same_metrics(a, b):
 
 @pytest.mark.slow
 def test_a_run_killed_anywhere_resumes_bit_for_bit(tmp_path):
-    # the reference run in a fresh process too, like the killed ones: this process's thread
-    # count and denormal mode are whatever earlier tests left
-    subprocess.run([sys.executable, "-m", "sast.cli", "train", *TRAIN, "--out",
-                    str(tmp_path / "straight")], cwd=tmp_path, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # every run in a fresh process, like the killed ones: this process's thread count and
+    # denormal mode are whatever earlier tests left
+    def train(*args: str) -> None:
+        subprocess.run([sys.executable, "-m", "sast.cli", "train", *TRAIN, *args], cwd=tmp_path,
+                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    train("--out", str(tmp_path / "straight"))
     run, marker = tmp_path / "killed", tmp_path / "marker"
     # (kill point, which occurrence): mid-epoch steps, half-written checkpoints, final evaluation
     plan = [("epoch", 2), ("checkpoint", 1), ("epoch", 3), ("checkpoint", 2), ("final", 1)]
@@ -127,9 +129,7 @@ def test_a_run_killed_anywhere_resumes_bit_for_bit(tmp_path):
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
         child.wait()
-    subprocess.run([sys.executable, "-m", "sast.cli", "train", *TRAIN, "--out", str(run),
-                    "--resume"], cwd=tmp_path, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    train("--out", str(run), "--resume")
 
     a = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)["model"]
     b = torch.load(run / "checkpoint.pt", weights_only=True)["model"]

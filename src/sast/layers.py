@@ -90,9 +90,10 @@ class LIF(nn.Module):
             self._refresh_constants()
 
     def _refresh_constants(self) -> None:
-        """β, ϑ (where one value for all neurons) and k as Python numbers, which
-        ``torch.compile`` treats as constants (reading a buffer's value would break its
-        graph at every layer)."""
+        """β, ϑ (where one value for all neurons; None where per neuron) and k as Python
+        numbers, as exact as the config that set them, read by :meth:`forward`; to
+        ``torch.compile`` they are constants (reading a buffer's value would break its graph at
+        every layer). Kept current by every assignment to a buffer and by loading a state."""
         self._constants = (
             None if self.beta.dim() else float(self.beta),
             None if self.threshold.dim() else float(self.threshold),
@@ -125,28 +126,19 @@ class LIF(nn.Module):
 
     def forward(self, current: Tensor) -> Tensor:
         check_time_first(current, 2, "LIF")
-        if torch.compiler.is_compiling():
-            spikes, membrane = self._compiled_forward(current)
-        else:
-            if not self.per_neuron:  # Python numbers, as exact as the config that set them
-                beta, threshold = float(self.beta), float(self.threshold)
-                scan = lif_scan if self.implementation == "fused" else lif_scan_reference
-            else:
-                beta, threshold = self.beta.to(current.dtype), self.threshold.to(current.dtype)
-                scan = lif_scan_reference
-            spikes, membrane = scan(current, beta, threshold, self.surrogate, self.spike_mode,
-                                    reset=self.reset)
+        beta, threshold, slope = self._constants
+        if beta is None or threshold is None:  # per neuron
+            beta, threshold = self.beta.to(current.dtype), self.threshold.to(current.dtype)
+            scan = lif_scan_reference
+        elif self.implementation == "fused" and not torch.compiler.is_compiling():
+            scan = lif_scan
+        else:  # the plain-autograd scan, which the compiler fuses
+            scan = lif_scan_reference
+        spikes, membrane = scan(current, beta, threshold,
+                                get_surrogate(self.surrogate_name, slope), self.spike_mode,
+                                reset=self.reset)
         self.membrane = membrane if self.record else None
         return spikes
-
-    def _compiled_forward(self, current: Tensor) -> tuple[Tensor, Tensor]:
-        """The plain-autograd scan (which the compiler fuses), with β, ϑ and k as constants."""
-        beta, threshold, slope = self._constants
-        beta = self.beta.to(current.dtype) if beta is None else beta
-        threshold = self.threshold.to(current.dtype) if threshold is None else threshold
-        return lif_scan_reference(current, beta, threshold,
-                                  get_surrogate(self.surrogate_name, slope), self.spike_mode,
-                                  reset=self.reset)
 
     def extra_repr(self) -> str:
         def show(t: Tensor) -> str:

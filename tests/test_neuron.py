@@ -270,3 +270,47 @@ def test_lif_layer_zero_reset_per_neuron_and_fused_agree():
     assert torch.equal(fused(x), per_neuron(x))
     with pytest.raises(ValueError, match="unknown reset"):
         LIF(reset="none")
+
+
+@pytest.mark.parametrize("reset", ["subtract", "zero"])
+@pytest.mark.parametrize("mode", ["surrogate", "ste", "hard"])
+@pytest.mark.parametrize("name", sorted(SURROGATES))
+def test_spikes_only_scan_equals_reference_in_float64(reset, mode, name):
+    torch.manual_seed(5)
+    # a non-contiguous current, as a channels-last convolution gives it
+    x = (1.5 * torch.randn(9, 3, 4, 5, 6, dtype=torch.float64)).permute(0, 1, 4, 2, 3)
+    x = x.contiguous().requires_grad_()
+    w_s = torch.randn_like(x)
+    s_ref, _ = lif_scan_reference(x, 0.85, 1.1, get_surrogate(name, 4.0), mode, reset=reset)
+    s, u = lif_scan(x, 0.85, 1.1, get_surrogate(name, 4.0), mode, reset=reset, membrane=False)
+    assert u is None
+    assert torch.allclose(s, s_ref, rtol=0, atol=1e-12)
+    g_ref = torch.autograd.grad((s_ref * w_s).sum() + 0.0 * x.sum(), x)[0]
+    g = torch.autograd.grad((s * w_s).sum() + 0.0 * x.sum(), x)[0]
+    assert torch.allclose(g, g_ref, rtol=0, atol=1e-12)
+
+
+def saved_elements(fn, x: torch.Tensor) -> int:
+    """How many tensor elements autograd keeps for the backward pass of ``fn(x)``."""
+    sizes = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        sizes.append(t.numel())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn(x)
+    return sum(sizes)
+
+
+@pytest.mark.parametrize("membrane", [True, False])
+def test_the_sigmoid_scan_keeps_only_its_spikes_for_the_backward_pass(membrane):
+    x = torch.randn(6, 2, 10, requires_grad=True)
+    assert saved_elements(lambda c: lif_scan(c, membrane=membrane), x) == x.numel()
+    # surrogates whose derivative is not a function of the spike, and the zero reset, read
+    # the membrane too
+    for kwargs in ({"surrogate": "atan"}, {"reset": "zero"}, {"mode": "ste"}):
+        assert saved_elements(lambda c, kw=kwargs: lif_scan(c, membrane=membrane, **kw), x) == (
+            2 * x.numel())
+    assert saved_elements(lambda c: lif_scan(c, mode="hard", membrane=membrane), x) == (
+        x.numel())

@@ -127,16 +127,18 @@ class LIF(nn.Module):
     def forward(self, current: Tensor) -> Tensor:
         check_time_first(current, 2, "LIF")
         beta, threshold, slope = self._constants
+        surrogate = get_surrogate(self.surrogate_name, slope)
         if beta is None or threshold is None:  # per neuron
             beta, threshold = self.beta.to(current.dtype), self.threshold.to(current.dtype)
-            scan = lif_scan_reference
-        elif self.implementation == "fused" and not torch.compiler.is_compiling():
-            scan = lif_scan
-        else:  # the plain-autograd scan, which the compiler fuses
-            scan = lif_scan_reference
-        spikes, membrane = scan(current, beta, threshold,
-                                get_surrogate(self.surrogate_name, slope), self.spike_mode,
-                                reset=self.reset)
+            fused = False
+        else:  # the plain-autograd scan when compiling, which the compiler fuses
+            fused = self.implementation == "fused" and not torch.compiler.is_compiling()
+        if fused:
+            spikes, membrane = lif_scan(current, beta, threshold, surrogate, self.spike_mode,
+                                        reset=self.reset, membrane=self.record)
+        else:
+            spikes, membrane = lif_scan_reference(current, beta, threshold, surrogate,
+                                                  self.spike_mode, reset=self.reset)
         self.membrane = membrane if self.record else None
         return spikes
 
@@ -163,10 +165,10 @@ def _check_implementation(implementation: str) -> str:
 class PerFrame(nn.Module):
     """Apply a stateless module to every frame of ``x[T, B, ...]``.
 
-    ``step_by_step=False`` folds time into the batch and makes one call on ``[T·B, ...]``;
-    ``step_by_step=True`` calls the module on each ``x[t]`` and stacks the results (the faster
-    shape for small convolutions on CPU). ``channels_last`` puts 4-D frames in the channels-last
-    memory format first.
+    ``step_by_step=False`` folds time into the batch and makes one call on ``[T·B, ...]`` (the
+    faster schedule on CPU in every shape ``benchmarks/bench_step.py`` times);
+    ``step_by_step=True`` calls the module on each ``x[t]`` and stacks the results.
+    ``channels_last`` puts 4-D frames in the channels-last memory format first.
     """
 
     def __init__(

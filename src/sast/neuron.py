@@ -245,111 +245,130 @@ class _LIFScan(torch.autograd.Function):
         zero:      g[t] = ḡ_u[t] + d[t]·(ḡ_s[t] − β·u[t]·g[t+1]) + β·(1 − s[t])·g[t+1]
 
     The bracket is ∂L/∂s[t] (the spike's own gradient plus its reset path, ∂u[t+1]/∂s[t] =
-    −ϑ or −β·u[t]); the factor of g[t+1] outside it is the direct ∂u[t+1]/∂u[t]. Their sum,
-    c[t] = β − ϑ·d[t] or β·(1 − s[t]) − β·u[t]·d[t], is the local state Jacobian, so
-
-        g[t] = a[t] + c[t]·g[t+1],      a[t] = ḡ_u[t] + d[t]·ḡ_s[t],
-
-    where a and c are computed for all t at once and the loop over time is one fused
-    multiply-add per step. In surrogate mode the sigmoid's d = k·s·(1 − s) is read from the
-    saved spikes; other surrogates recompute σ_k′ from the saved membrane.
+    −ϑ or −β·u[t]); the factor of g[t+1] outside it is the direct ∂u[t+1]/∂u[t]. Both passes
+    run one time step at a time on slices of ``[B, ...]``, so that the few operations of a step
+    read and write memory the cache already holds. In surrogate mode the sigmoid's
+    d = k·s·(1 − s) is read from the saved spikes, and with the subtractive reset the backward
+    pass needs no membrane at all: the forward pass then keeps only the current step's state
+    unless the membrane is asked for. Other surrogates, the ste mode and the zero reset read
+    σ_k′ or u[t] from the saved membrane.
 
     The forward pass of the subtractive reset in surrogate mode runs on the scaled distance to
-    threshold x[t] = k·(u[t] − ϑ), whose recurrence needs no per-step shift or scale:
+    threshold x[t] = k·(u[t] − ϑ), so that the spike is the surrogate of x[t] itself:
 
         x[0] = k·(I[0] − ϑ),   x[t] = β·x[t−1] + k·I[t] + k·ϑ·(β − 1) − k·ϑ·s[t−1],
         s[t] = σ_1(x[t]),      u[t] = x[t]/k + ϑ.
     """
 
     @staticmethod
-    def forward(ctx, current, beta, threshold, surrogate, mode, reset):  # noqa: ANN001
+    def forward(ctx, current, beta, threshold, surrogate, mode, reset, keep_membrane):  # noqa: ANN001
         ctx.set_materialize_grads(False)
+        d_from_spikes = mode == "surrogate" and isinstance(surrogate, SigmoidSurrogate)
+        backward_reads_membrane = mode == "ste" or (
+            mode == "surrogate" and (reset == "zero" or not d_from_spikes))
+        keep = keep_membrane or backward_reads_membrane
         if reset == "subtract" and mode == "surrogate":
-            spikes, membrane = _forward_scaled(current, beta, threshold, surrogate)
+            spikes, membrane = _forward_scaled(current, beta, threshold, surrogate, keep)
         else:
-            spikes, membrane = _forward_direct(current, beta, threshold, surrogate, mode, reset)
-        ctx.save_for_backward(membrane, spikes)
+            spikes, membrane = _forward_direct(current, beta, threshold, surrogate, mode, reset,
+                                               keep)
+        ctx.save_for_backward(membrane if backward_reads_membrane else None, spikes)
         ctx.beta, ctx.threshold, ctx.surrogate, ctx.mode = beta, threshold, surrogate, mode
-        ctx.reset = reset
-        return spikes, membrane
+        ctx.reset, ctx.d_from_spikes = reset, d_from_spikes
+        return spikes, membrane if keep_membrane else None
 
     @staticmethod
     def backward(ctx, grad_spikes, grad_membrane):  # noqa: ANN001
         membrane, spikes = ctx.saved_tensors
-        beta, threshold, surrogate, mode = ctx.beta, ctx.threshold, ctx.surrogate, ctx.mode
+        beta, threshold, surrogate, reset = ctx.beta, ctx.threshold, ctx.surrogate, ctx.reset
         if grad_spikes is None and grad_membrane is None:
-            return None, None, None, None, None, None
-        if mode == "hard":
-            d = None
-        elif mode == "surrogate" and isinstance(surrogate, SigmoidSurrogate):
-            d = torch.addcmul(spikes, spikes, spikes, value=-1.0).mul_(surrogate.slope)
-        else:
-            d = surrogate.derivative(membrane - threshold)
-        # a[t] = ḡ_u[t] + d[t]·ḡ_s[t], written where the result goes
-        if d is None or grad_spikes is None:
-            grad_current = (torch.zeros_like(membrane) if grad_membrane is None
-                            else grad_membrane.clone(memory_format=torch.contiguous_format))
-        else:
-            grad_current = torch.mul(d, grad_spikes)
-            if grad_membrane is not None:
-                grad_current.add_(grad_membrane)
-        # c[t], the local state Jacobian
-        if ctx.reset == "subtract":
-            c = beta if d is None else d.mul_(-threshold).add_(beta)
-        else:
-            c = torch.sub(1.0, spikes)
-            if d is not None:
-                c.addcmul_(membrane, d, value=-1.0)
-            c.mul_(beta)
-        for t in range(membrane.shape[0] - 2, -1, -1):
-            if isinstance(c, float):
-                grad_current[t].add_(grad_current[t + 1], alpha=c)
+            return None, None, None, None, None, None, None
+        spike_path = ctx.mode != "hard"
+        grad_current = torch.empty_like(spikes)
+        d_buffer = torch.empty_like(spikes[0]) if ctx.d_from_spikes else None
+        ds_buffer = torch.empty_like(spikes[0])
+        scale = surrogate.slope if ctx.d_from_spikes else 1.0
+        for t in range(spikes.shape[0] - 1, -1, -1):
+            g = grad_current[t]
+            g_next = grad_current[t + 1] if t + 1 < spikes.shape[0] else None
+            # the direct path, ∂u[t+1]/∂u[t]·g[t+1], plus ḡ_u[t]
+            if g_next is None:
+                g.zero_()
+            elif reset == "subtract":
+                torch.mul(g_next, beta, out=g)
             else:
-                grad_current[t].addcmul_(c[t], grad_current[t + 1])
-        return grad_current, None, None, None, None, None
+                torch.addcmul(g_next, spikes[t], g_next, value=-1.0, out=g).mul_(beta)
+            if grad_membrane is not None:
+                g.add_(grad_membrane[t])
+            if not spike_path or (grad_spikes is None and g_next is None):
+                continue
+            # the spike path, d[t]·∂L/∂s[t]; d = scale·(what is computed here)
+            if ctx.d_from_spikes:
+                s_t = spikes[t]
+                d = torch.addcmul(s_t, s_t, s_t, value=-1.0, out=d_buffer)
+            else:
+                d = surrogate.derivative(membrane[t] - threshold)
+            if g_next is None:
+                ds = grad_spikes[t]
+            elif reset == "subtract":
+                ds = (torch.mul(g_next, -threshold, out=ds_buffer) if grad_spikes is None else
+                      torch.add(grad_spikes[t], g_next, alpha=-threshold, out=ds_buffer))
+            else:
+                ds = torch.mul(membrane[t], g_next, out=ds_buffer).mul_(-beta)
+                if grad_spikes is not None:
+                    ds.add_(grad_spikes[t])
+            g.addcmul_(d, ds, value=scale)
+        return grad_current, None, None, None, None, None, None
 
 
 def _forward_scaled(
-    current: Tensor, beta: float, threshold: float, surrogate: Surrogate
-) -> tuple[Tensor, Tensor]:
-    """Subtractive reset, surrogate mode, on x = k·(u − ϑ) (see :class:`_LIFScan`)."""
+    current: Tensor, beta: float, threshold: float, surrogate: Surrogate, keep_membrane: bool
+) -> tuple[Tensor, Tensor | None]:
+    """Subtractive reset, surrogate mode, on x = k·(u − ϑ) (see :class:`_LIFScan`); the
+    membrane is written only if ``keep_membrane``."""
     k = surrogate.slope
-    drive = torch.mul(current, k)  # becomes the scaled membrane x in place, one step at a time
-    drive[1:].add_(k * threshold * (beta - 1.0))
-    drive[0].sub_(k * threshold)
     spikes = torch.empty_like(current)
+    membrane = torch.empty_like(current) if keep_membrane else None
+    x = torch.empty_like(current[0])
     for t in range(current.shape[0]):
-        x_t = drive[t]
-        if t:
-            x_t.add_(drive[t - 1], alpha=beta).sub_(spikes[t - 1], alpha=k * threshold)
-        surrogate.of_scaled(x_t, out=spikes[t])
-    membrane = drive.div_(k).add_(threshold)
+        if t == 0:
+            torch.mul(current[0], k, out=x).sub_(k * threshold)
+        else:
+            x.mul_(beta).add_(current[t], alpha=k).sub_(spikes[t - 1], alpha=k * threshold)
+            x.add_(k * threshold * (beta - 1.0))
+        surrogate.of_scaled(x, out=spikes[t])
+        if membrane is not None:
+            torch.div(x, k, out=membrane[t]).add_(threshold)
     return spikes, membrane
 
 
 def _forward_direct(
-    current: Tensor, beta: float, threshold: float, surrogate: Surrogate, mode: str, reset: str
-) -> tuple[Tensor, Tensor]:
-    """The membrane recurrence as written in the module docstring, one step at a time."""
+    current: Tensor, beta: float, threshold: float, surrogate: Surrogate, mode: str, reset: str,
+    keep_membrane: bool,
+) -> tuple[Tensor, Tensor | None]:
+    """The membrane recurrence as written in the module docstring, one step at a time; the
+    membrane is written only if ``keep_membrane``, else one step's state is kept."""
     spikes = torch.empty_like(current)
-    membrane = torch.empty_like(current)
-    u_prev = s_prev = None
+    membrane = torch.empty_like(current) if keep_membrane else None
+    state = None if keep_membrane else torch.empty_like(current[0])
     for t, i_t in enumerate(current.unbind(0)):
-        u_t = membrane[t]
-        if u_prev is None:
+        u_t = state if membrane is None else membrane[t]
+        if t == 0:
             u_t.copy_(i_t)
-        elif reset == "subtract":
-            torch.add(i_t, u_prev, alpha=beta, out=u_t)
-            u_t.sub_(s_prev, alpha=threshold)
-        else:  # zero: β·((1 − s)·u) + I
-            torch.addcmul(u_prev, u_prev, s_prev, value=-1.0, out=u_t)
-            torch.add(i_t, u_t, alpha=beta, out=u_t)
+        else:
+            u_prev = state if membrane is None else membrane[t - 1]
+            s_prev = spikes[t - 1]
+            if reset == "subtract":
+                torch.add(i_t, u_prev, alpha=beta, out=u_t)
+                u_t.sub_(s_prev, alpha=threshold)
+            else:  # zero: β·((1 − s)·u) + I
+                torch.addcmul(u_prev, u_prev, s_prev, value=-1.0, out=u_t)
+                torch.add(i_t, u_t, alpha=beta, out=u_t)
         s_t = spikes[t]
         if mode == "hard" or mode == "ste":
             torch.gt(u_t, threshold, out=s_t)
         else:
             s_t.copy_(surrogate(u_t - threshold))
-        u_prev, s_prev = u_t, s_t
     return spikes, membrane
 
 
@@ -367,7 +386,8 @@ def lif_scan(
     mode: str = "surrogate",
     slope: float | None = None,
     reset: str = "subtract",
-) -> tuple[Tensor, Tensor]:
+    membrane: bool = True,
+) -> tuple[Tensor, Tensor | None]:
     """Run LIF neurons over all time steps; return ``(spikes, membrane)``, each ``[T, B, ...]``.
 
     ``current`` is the input current I, time-first ``[T, B, ...]``. Dynamics (zero initial
@@ -383,6 +403,10 @@ def lif_scan(
     numbers here; the fused
     backward is first-order only. For tensor-valued or learnable β and ϑ, or for second
     derivatives, use :func:`lif_scan_reference`, which computes the same values.
+
+    ``membrane=False`` returns ``(spikes, None)``: the scan then stores the membrane only where
+    its backward pass needs it (the ste mode, surrogates other than the sigmoid, the zero
+    reset in surrogate mode), which saves time and one ``[T, B, ...]`` tensor of memory.
 
     On CUDA, float32/float16/bfloat16 currents with a built-in surrogate run as two fused Triton
     kernels (:mod:`sast.triton_lif`) when Triton can be imported; ``SAST_LIF_BACKEND=torch`` in
@@ -406,6 +430,7 @@ def lif_scan(
         from .triton_lif import lif_scan_triton, use_triton
 
         if use_triton(current, sg := _surrogate_of(surrogate, slope)):
-            return lif_scan_triton(current, float(beta), float(threshold), sg, mode, reset)
+            spikes, u = lif_scan_triton(current, float(beta), float(threshold), sg, mode, reset)
+            return spikes, u if membrane else None
     return _LIFScan.apply(current, float(beta), float(threshold),
-                          _surrogate_of(surrogate, slope), mode, reset)
+                          _surrogate_of(surrogate, slope), mode, reset, bool(membrane))

@@ -277,3 +277,20 @@ def test_ctrl_c_prints_one_line_and_records_an_interrupted_run(tmp_path, monkeyp
     assert err == [f"sast train: interrupted after epoch 1; continue with `sast train --out "
                    f"{out} --resume`"]
     assert read_json(out / "status.json")["status"] == "interrupted"
+
+
+def test_a_run_begun_with_step_by_step_convolutions_resumes_under_the_default(tmp_path):
+    from sast.experiment import config_hash
+
+    cfg = small(arch="nmnist-conv", channels=(4, 8), hidden=(), epochs=1, conv_schedule="step")
+    # the schedule changes no result beyond rounding: one folder name for both
+    assert config_hash(cfg) == config_hash(cfg.replace(conv_schedule="all"))
+    from sast.report import Run, group_runs
+
+    both = [Run(tmp_path / name, {"config": c.to_dict(), "seed": 0})
+            for name, c in (("a", cfg), ("b", cfg.replace(conv_schedule="all")))]
+    assert len(group_runs(both)) == 1
+    fit(cfg, tmp_path / "run", progress=False, log=quiet)
+    final = fit(cfg.replace(epochs=2, conv_schedule="all"), tmp_path / "run", resume=True,
+                progress=False, log=quiet)
+    assert final["config"]["conv_schedule"] == "all" and final["epochs"] == 2

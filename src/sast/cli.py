@@ -54,7 +54,7 @@ FIELD_HELP: dict[str, str] = {
     "slope": "surrogate slope k (σ_k → Heaviside as k → ∞)",
     "readout": "logits from a leaky integrator's mean membrane, or from spike counts",
     "readout_beta": "leak of the leaky-integrator readout",
-    "conv_schedule": "run convolutions step by step or on all T·B frames at once",
+    "conv_schedule": "run convolutions on all T·B frames at once (all, the faster) or step by step",
     "scan_implementation": "LIF scan: fused backward-through-time, or plain autograd",
     "norm": "batch norm between each synaptic layer and its LIF layer (folded into the weights "
     "for evaluation), or none",

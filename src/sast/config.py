@@ -63,7 +63,7 @@ class RunConfig:
     slope: float = 5.0
     readout: str = "leaky"
     readout_beta: float = 0.9
-    conv_schedule: str = "step"
+    conv_schedule: str = "all"
     scan_implementation: str = "fused"
     norm: str = "none"
     init: str = "default"

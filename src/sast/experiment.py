@@ -101,9 +101,9 @@ def canonical(cfg: RunConfig) -> RunConfig:
     return cfg.replace(**{k: getattr(defaults, k) for k in ignored})
 
 
-HASH_PINNED = {"device": "auto", "eval_batch_size": 256}
-"""Fields that change no result, pinned to one value in the hash (the values folders were
-first named with), so choosing another renames no run folder."""
+HASH_PINNED = {"device": "auto", "eval_batch_size": 256, "conv_schedule": "step"}
+"""Fields that change no result (beyond float rounding), pinned to one value in the hash (the
+values folders were first named with), so choosing another renames no run folder."""
 
 
 def config_hash(cfg: RunConfig) -> str:

@@ -97,7 +97,7 @@ def build_model(
     spike_mode: str = "surrogate",
     readout: str = "leaky",
     readout_beta: float = 0.9,
-    conv_schedule: str = "step",
+    conv_schedule: str = "all",
     channels_last: bool = True,
     scan_implementation: str = "fused",
     norm: str = "none",

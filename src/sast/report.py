@@ -24,10 +24,10 @@ from sast.config import LATER_FIELDS
 from sast.experiment import SAM_FIELDS
 from sast.runfolder import RunFolder, atomic_write_bytes, read_json
 
-IGNORED_FIELDS = ("seed", "device", "cache_dir", "compile")
+IGNORED_FIELDS = ("seed", "device", "cache_dir", "compile", "conv_schedule")
+"""Config fields that do not define a group (they change no number, or are the seed)."""
 PAPER_OVERHEAD = 2.08
 """SAST's per-epoch training cost relative to the baseline, as the paper's abstract reports."""
-"""Config fields that do not define a group (they change no number, or are the seed)."""
 MODES = ("surrogate", "hard")
 LABELLED_FIELDS = ("ste_finetune_epochs", "slope_final", "qat_weight_bits", "qat_per_channel")
 """Fields a group label names in words when they are set, never as ``field=value``."""

@@ -70,7 +70,7 @@ from sast.runtime import tune_process
 from sast.splits import Splits, prepare_data
 from sast.splits import describe as describe_splits
 
-RESUMABLE_CHANGES = ("epochs", "device", "lr")
+RESUMABLE_CHANGES = ("epochs", "device", "lr", "conv_schedule")
 """Config fields that may differ when a run is resumed."""
 
 

@@ -14,8 +14,8 @@ Input: random event frames (Bernoulli(0.1) × a count 1–3, fixed seed), time-f
 
 Implementations (``--impls``):
 
-- ``sast``: ``build_model`` as it stands (its default conv schedule: step by step,
-  channels-last), trained in its "surrogate" spike mode (smooth spikes forward), inference in
+- ``sast``: ``build_model`` as it stands (its default conv schedule: all T·B frames in one
+  call, channels-last), trained in its "surrogate" spike mode (smooth spikes forward), inference in
   "hard" spike mode. ``sast-sam``: the same model, one ``sast.train.sam_step`` with
   ``sast.optim.SAM`` around Adam (two forward–backward passes); train mode only.
   ``sast-compiled`` (only when named in ``--impls``: each worker compiles for about 30 s):
@@ -35,7 +35,8 @@ Implementations (``--impls``):
   cost of the synaptic layers alone.
 
 The peers' synaptic layers run on all T·B frames at once (contiguous), the usual multi-step
-pattern (SpikingJelly's own container does just that); sast runs its own default.
+pattern (SpikingJelly's own container does just that); sast runs its own default (the same, in
+channels-last).
 
 Cross-check (before any timing): every implementation's logits in hard-spike forward mode on one
 input, against sast's (``spike_mode(model, "hard")``), with all synaptic weights ×4 (still the

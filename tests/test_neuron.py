@@ -146,6 +146,23 @@ def test_input_checks():
         lif_scan(torch.zeros(5, 2, dtype=torch.long))
 
 
+@pytest.mark.parametrize("scan", SCANS)
+@pytest.mark.parametrize("mode", ["surrogate", "ste", "hard"])
+def test_no_time_steps_give_empty_outputs(scan, mode):
+    x = torch.zeros(0, 3, requires_grad=True)
+    s, u = scan(x, mode=mode)
+    assert s.shape == u.shape == (0, 3)
+    (s.sum() + u.sum()).backward()
+    assert x.grad.shape == (0, 3)
+
+
+def test_the_fused_scan_says_it_has_no_second_derivative():
+    x = torch.randn(4, 3, dtype=torch.float64, requires_grad=True)
+    (g,) = torch.autograd.grad(lif_scan(x)[0].square().sum(), x, create_graph=True)
+    with pytest.raises(RuntimeError, match="differentiate twice"):
+        g.sum().backward()
+
+
 def test_reference_accepts_learnable_parameters():
     x = torch.randn(6, 2, 4)
     beta = torch.full((4,), 0.9, requires_grad=True)
@@ -277,9 +294,10 @@ def test_lif_layer_zero_reset_per_neuron_and_fused_agree():
 @pytest.mark.parametrize("name", sorted(SURROGATES))
 def test_spikes_only_scan_equals_reference_in_float64(reset, mode, name):
     torch.manual_seed(5)
-    # a non-contiguous current, as a channels-last convolution gives it
-    x = (1.5 * torch.randn(9, 3, 4, 5, 6, dtype=torch.float64)).permute(0, 1, 4, 2, 3)
-    x = x.contiguous().requires_grad_()
+    # a non-contiguous current with channels-last frames, as a convolution gives it
+    x = (1.5 * torch.randn(9, 3, 5, 6, 4, dtype=torch.float64)).permute(0, 1, 4, 2, 3)
+    x = x.detach().requires_grad_()
+    assert not x.is_contiguous()
     w_s = torch.randn_like(x)
     s_ref, _ = lif_scan_reference(x, 0.85, 1.1, get_surrogate(name, 4.0), mode, reset=reset)
     s, u = lif_scan(x, 0.85, 1.1, get_surrogate(name, 4.0), mode, reset=reset, membrane=False)

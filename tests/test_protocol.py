@@ -215,3 +215,21 @@ def test_report_reads_a_sweep_folder(two_runs, tmp_path):
     assert [p.name for p in run_folders(sweep)] == ["sast0", "surrogate0"]
     assert main(["report", str(sweep), "--out", str(tmp_path / "rep")]) == 0
     assert "2 runs in 2 groups" in (tmp_path / "rep" / "report.md").read_text()
+
+
+def test_the_overhead_table_says_when_runs_mix_schedules(tmp_path):
+    from sast.report import Run, _overhead_table, group_runs
+
+    def run(name, method, schedule, epoch_s):
+        config = RunConfig(method=method, conv_schedule=schedule).to_dict()
+        timing = {"epoch_time_s_median": epoch_s, "step_time_s_median": epoch_s / 10,
+                  "grad_evals_per_step": 1, "grad_evals_total": 10, "peak_memory_mb": 1.0}
+        return Run(tmp_path / name, {"config": config, "timing": timing, "seed": 0})
+
+    same = group_runs([run("a", "surrogate", "all", 2.0), run("b", "sast", "all", 4.0)])
+    table = _overhead_table(same)
+    assert "2.00×" in table and "differ in" not in table
+    mixed = group_runs([run("a", "surrogate", "step", 3.0), run("b", "sast", "all", 4.0)])
+    table = _overhead_table(mixed)
+    assert len(mixed) == 2 and "1.33×" in table
+    assert 'differ in `conv_schedule` ("all", "step")' in table

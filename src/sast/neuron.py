@@ -35,6 +35,7 @@ from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
 SpikeMode = Literal["surrogate", "hard", "ste"]
 SPIKE_MODES: tuple[str, ...] = ("surrogate", "hard", "ste")
@@ -220,6 +221,8 @@ def lif_scan_reference(
     check_spike_mode(mode)
     check_reset(reset)
     sg = _surrogate_of(surrogate, slope)
+    if current.shape[0] == 0:  # no time steps: empty spikes and membrane
+        return current.clone(), current.clone()
     u = torch.zeros_like(current[0])
     s = torch.zeros_like(current[0])
     spikes, membrane = [], []
@@ -278,6 +281,7 @@ class _LIFScan(torch.autograd.Function):
         return spikes, membrane if keep_membrane else None
 
     @staticmethod
+    @once_differentiable
     def backward(ctx, grad_spikes, grad_membrane):  # noqa: ANN001
         membrane, spikes = ctx.saved_tensors
         beta, threshold, surrogate, reset = ctx.beta, ctx.threshold, ctx.surrogate, ctx.reset
@@ -404,9 +408,10 @@ def lif_scan(
     backward is first-order only. For tensor-valued or learnable β and ϑ, or for second
     derivatives, use :func:`lif_scan_reference`, which computes the same values.
 
-    ``membrane=False`` returns ``(spikes, None)``: the scan then stores the membrane only where
-    its backward pass needs it (the ste mode, surrogates other than the sigmoid, the zero
-    reset in surrogate mode), which saves time and one ``[T, B, ...]`` tensor of memory.
+    ``membrane=False`` returns ``(spikes, None)``: on the CPU the scan then stores the membrane
+    only where its backward pass needs it (the ste mode, surrogates other than the sigmoid, the
+    zero reset in surrogate mode), which saves time and one ``[T, B, ...]`` tensor of memory
+    (the Triton kernels always store it).
 
     On CUDA, float32/float16/bfloat16 currents with a built-in surrogate run as two fused Triton
     kernels (:mod:`sast.triton_lif`) when Triton can be imported; ``SAST_LIF_BACKEND=torch`` in
@@ -432,5 +437,7 @@ def lif_scan(
         if use_triton(current, sg := _surrogate_of(surrogate, slope)):
             spikes, u = lif_scan_triton(current, float(beta), float(threshold), sg, mode, reset)
             return spikes, u if membrane else None
+    if current.shape[0] == 0:  # no time steps: empty spikes and membrane
+        return current.clone(), current.clone() if membrane else None
     return _LIFScan.apply(current, float(beta), float(threshold),
                           _surrogate_of(surrogate, slope), mode, reset, bool(membrane))

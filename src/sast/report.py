@@ -25,7 +25,11 @@ from sast.experiment import SAM_FIELDS
 from sast.runfolder import RunFolder, atomic_write_bytes, read_json
 
 IGNORED_FIELDS = ("seed", "device", "cache_dir", "compile", "conv_schedule")
-"""Config fields that do not define a group (they change no number, or are the seed)."""
+"""Config fields that do not define a group: the seed, and fields that change no accuracy
+(their timings may differ, as timings differ between code versions and machines)."""
+TIMING_FIELDS = ("conv_schedule", "compile", "device")
+"""Ignored fields that change how long a run takes: the overhead table says when its runs mix
+them."""
 PAPER_OVERHEAD = 2.08
 """SAST's per-epoch training cost relative to the baseline, as the paper's abstract reports."""
 MODES = ("surrogate", "hard")
@@ -336,7 +340,21 @@ def _overhead_table(groups: list[Group]) -> str:
     ref = f" to `{base.label}`" if base else ""
     return _table(["run group", "s / epoch", "ms / step", "passes / step",
                    "gradient evaluations", "peak memory MB", f"epoch-time ratio{ref}",
-                   f"step-time ratio{ref}"], rows)
+                   f"step-time ratio{ref}"], rows) + _timing_mix_note(groups)
+
+
+def _timing_mix_note(groups: list[Group]) -> str:
+    """A warning when the runs differ in a :data:`TIMING_FIELDS` setting."""
+    mixed = []
+    for name in TIMING_FIELDS:
+        values = sorted({json.dumps(r.config.get(name)) for g in groups for r in g.runs})
+        if len(values) > 1:
+            mixed.append(f"`{name}` ({', '.join(values)})")
+    if not mixed:
+        return ""
+    return ("\nThese runs differ in " + ", ".join(mixed) + ", which change how long a step "
+            "takes but not what it computes: timings and ratios across them compare those "
+            "settings as well as the methods.\n")
 
 
 def grad_evals_total(run: Run) -> float:

@@ -416,16 +416,24 @@ def fit(
 
     Under ``torchrun`` (:mod:`sast.distributed`) every rank calls ``fit``; rank 0 locks and
     writes the folder and returns ``final.json``, the other ranks train beside it, write
-    nothing and return ``{}``.
+    nothing and return ``{}``; every rank returns once the folder is complete.
     """
     tune_process()
     with distributed.process_group(resolve_device(cfg.device)) as ctx:
         if ctx is not None:
             ctx.check_batch_size(cfg.batch_size)
             if not ctx.is_main:
-                return _fit(cfg, out, resume, False, lambda *_: None)
+                final = _fit(cfg, out, resume, False, lambda *_: None)
+                distributed.barrier()
+                return final
         with folder_lock(out, "run folder"):
-            return _fit(cfg, out, resume, progress, log)
+            final = _fit(cfg, out, resume, progress, log)
+        # Every rank returns once rank 0 has written the run folder. The barrier is also the
+        # last collective before a rank may exit: gloo's worker thread releases an all-reduce's
+        # tensors after the call returns, and one released during interpreter shutdown aborts
+        # the process (SIGABRT); a barrier's work holds no Python tensors.
+        distributed.barrier()
+        return final
 
 
 def _fit(

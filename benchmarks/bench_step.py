@@ -117,13 +117,13 @@ def main() -> None:
         "fused, step by step, channels-last": build("dvsgesture-conv", schedule="step"),
         "reference scan": build("dvsgesture-conv", impl="reference"),
         "dense, all frames at once (plain PyTorch)": build(
-            "dvsgesture-conv", schedule="all", channels_last=False, dense=True),
+            "dvsgesture-conv", channels_last=False, dense=True),
     }
     if args.compile:
         variants["compiled: reference, channels-last"] = build(
             "dvsgesture-conv", impl="reference", compiled=True)
         variants["compiled dense, all frames at once"] = build(
-            "dvsgesture-conv", schedule="all", channels_last=False, dense=True, compiled=True)
+            "dvsgesture-conv", channels_last=False, dense=True, compiled=True)
     conv = run(variants, x, y, args.reps)
     report("DVS-Gesture conv net, T=16, batch 32, one training step (median)", conv,
            "dense, all frames at once (plain PyTorch)")

@@ -422,12 +422,11 @@ def fit(
     with distributed.process_group(resolve_device(cfg.device)) as ctx:
         if ctx is not None:
             ctx.check_batch_size(cfg.batch_size)
-            if not ctx.is_main:
-                final = _fit(cfg, out, resume, False, lambda *_: None)
-                distributed.barrier()
-                return final
-        with folder_lock(out, "run folder"):
-            final = _fit(cfg, out, resume, progress, log)
+        if ctx is not None and not ctx.is_main:
+            final = _fit(cfg, out, resume, False, lambda *_: None)
+        else:
+            with folder_lock(out, "run folder"):
+                final = _fit(cfg, out, resume, progress, log)
         # Every rank returns once rank 0 has written the run folder. The barrier is also the
         # last collective before a rank may exit: gloo's worker thread releases an all-reduce's
         # tensors after the call returns, and one released during interpreter shutdown aborts

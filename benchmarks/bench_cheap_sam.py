@@ -3,7 +3,8 @@
 The N-MNIST gap regime's conv net (2×34×34 → conv16-LIF-pool → conv32-LIF-pool → 10 leaky
 readout, sigmoid k = 2, T = 20, batch 64, Adam 1e-3) takes one epoch of ``--steps`` steps
 (12: 720 training recordings / 64) on random events, with the step each variant takes at each
-step (:func:`sast.train.step_kind`): plain Adam, exact SAM (ρ = 0.05), SAM every 2nd or 4th step,
+step (:func:`sast.training.steps.step_kind`): plain Adam, exact SAM (ρ = 0.05), SAM every 2nd or
+4th step,
 LookSAM every 4th step, and SAM only in the last 3 of 12 epochs (averaged over the run: 9 plain
 epochs and 3 exact ones). The variants run round-robin in one process, epoch by epoch, for
 ``--rounds`` rounds; the report gives median epoch times and their ratio to the baseline.
@@ -20,9 +21,10 @@ import time
 import torch
 
 from sast.config import RunConfig
+from sast.infra.runtime import tune_process
 from sast.models import build_model
-from sast.runtime import tune_process
-from sast.train import KIND_STEPS, make_optimizer, step_kind
+from sast.training.loop import make_optimizer
+from sast.training.steps import KIND_STEPS, step_kind
 
 REGIME = dict(dataset="nmnist", arch="nmnist-conv", channels=(16, 32), surrogate="sigmoid",
               slope=2.0, time_bins=20, batch_size=64, epochs=12, rho=0.05)

@@ -33,8 +33,8 @@ def batches(data: str):  # noqa: ANN201
     import torch
 
     from sast.config import RunConfig
-    from sast.splits import prepare_data
-    from sast.train import batch_loader, epoch_generator
+    from sast.runs.splits import prepare_data
+    from sast.training.epoch import batch_loader, epoch_generator
 
     if data == "random":
         g = torch.Generator().manual_seed(0)
@@ -56,8 +56,8 @@ def worker(flush: bool, steps: int, data: str) -> dict:
     from torch import nn
 
     from sast.data import time_first
+    from sast.infra.runtime import _keep_heap
     from sast.models import build_model
-    from sast.runtime import _keep_heap
 
     _keep_heap()
     torch.set_flush_denormal(flush)

@@ -22,7 +22,7 @@ import time
 import torch
 
 from sast.data import FrameSet
-from sast.evaluate import collect_outputs, evaluate_mode
+from sast.evaluation.accuracy import collect_outputs, evaluate_mode
 from sast.models import build_model
 
 

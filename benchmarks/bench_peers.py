@@ -16,7 +16,7 @@ Implementations (``--impls``):
 
 - ``sast``: ``build_model`` as it stands (its default conv schedule: all T·B frames in one
   call, channels-last), trained in its "surrogate" spike mode (smooth spikes forward), inference in
-  "hard" spike mode. ``sast-sam``: the same model, one ``sast.train.sam_step`` with
+  "hard" spike mode. ``sast-sam``: the same model, one ``sast.training.steps.sam_step`` with
   ``sast.optim.SAM`` around Adam (two forward–backward passes); train mode only.
   ``sast-compiled`` (only when named in ``--impls``: each worker compiles for about 30 s):
   the same model on the plain-autograd scan through ``torch.compile``, as ``sast train
@@ -166,7 +166,7 @@ def apply_process_settings(threads: int, flush_denormal: bool = True,
     if flush_denormal:
         settings["flush_denormal"] = bool(torch.set_flush_denormal(True))
     if mallopt:
-        # the setting `sast` commands apply (sast.runtime): no mmap for large blocks, no heap
+        # the setting `sast` commands apply (sast.infra.runtime): no mmap for large blocks, no heap
         # trimming, so freed activation buffers are reused instead of faulted in anew
         m_trim_threshold, m_mmap_max = -1, -4
         try:
@@ -460,7 +460,7 @@ def make_step(impl: str, mode: str, model: nn.Module, x: torch.Tensor, y: torch.
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     if impl == "sast-sam":
         from sast.optim import SAM
-        from sast.train import sam_step
+        from sast.training.steps import sam_step
 
         sam = SAM(opt, rho=0.05)
         return lambda: sam_step(model, sam, x, y)

@@ -31,8 +31,8 @@ from sast.config import RunConfig
 from sast.data import FrameSet, load_frames
 from sast.data.corruptions import EventDrop
 from sast.data.registry import load_events
-from sast.evaluate import DROP_LEVELS
-from sast.splits import prepare_data
+from sast.evaluation.accuracy import DROP_LEVELS
+from sast.runs.splits import prepare_data
 
 
 def main() -> None:

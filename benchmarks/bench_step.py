@@ -12,7 +12,7 @@ sees the same machine conditions; the report gives medians and ratios:
   the default PyTorch way (all frames at once, contiguous) | with ``--compile``, the
   torch.compile'd variants too (each costs tens of seconds to compile).
 
-The process runs under ``sast``'s own settings (:func:`sast.runtime.tune_process`: flushed
+The process runs under ``sast``'s own settings (:func:`sast.infra.runtime.tune_process`: flushed
 denormals, large blocks kept on the heap), as ``sast`` commands and ``fit`` do.
 
 Usage: ``python benchmarks/bench_step.py [--reps 15] [--compile] [--json out.json]``
@@ -29,9 +29,9 @@ import time
 import torch
 from torch import nn
 
+from sast.infra.runtime import tune_process
 from sast.layers import LIF, set_scan_implementation
 from sast.models import build_model
-from sast.runtime import tune_process
 
 
 def dense_twin(model: nn.Module) -> nn.Module:

@@ -3,7 +3,7 @@
 Two parts, every variant timed round-robin in one process (medians, CUDA-synchronised):
 
 1. The scan alone, forward + backward, at the sizes of the two networks' first LIF layers:
-   Triton kernels (``sast.triton_lif``) | the PyTorch scan (``SAST_LIF_BACKEND=torch``) |
+   Triton kernels (``sast.kernels.triton_lif``) | the PyTorch scan (``SAST_LIF_BACKEND=torch``) |
    SpikingJelly's multi-step ``LIFNode`` on its fastest CUDA backend (triton or cupy), where
    installed.
 2. One training step (forward, cross-entropy, backward, Adam) of ``build_model("nmnist-mlp")``
@@ -217,7 +217,7 @@ def main() -> int:
                         help="run the harness on the CPU (the PyTorch scan only): no measurement")
     args = parser.parse_args()
     global DEVICE
-    from sast.triton_lif import triton_available
+    from sast.kernels.triton_lif import triton_available
 
     if args.dry_run_cpu:
         DEVICE = "cpu"

@@ -25,7 +25,7 @@ def _private_cache(tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def _denormals_back_on():
-    """``sast`` commands and ``fit`` flush denormals process-wide (:mod:`sast.runtime`); give
+    """``sast`` commands and ``fit`` flush denormals process-wide (:mod:`sast.infra.runtime`); give
     every test the IEEE default back, which hypothesis checks for."""
     yield
     torch.set_flush_denormal(False)

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from sast.atlas import build_cells, findings, write_atlas
 from sast.cli import main
 from sast.config import RunConfig
-from sast.report import Run
+from sast.study.report.atlas import build_cells, findings, write_atlas
+from sast.study.report.runs import Run
 
 
 def fake(method, slope, seed, surr, hard, val_hard=0.5, rho=None, arch="nmnist-conv"):
@@ -70,7 +70,7 @@ def test_write_atlas_from_run_folders(tmp_path):
 
 
 def test_reproduce_atlas_moves_only_the_nmnist_grids_to_real_data(tmp_path, monkeypatch):
-    import sast.reproduce as reproduce_mod
+    import sast.study.reproduce as reproduce_mod
 
     tiny = {"evaluate": {}, "grid": [
         {"dataset": "synthetic-nmnist", "method": ["surrogate", "sast"], "rho": 0.1,

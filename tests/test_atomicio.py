@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from sast.atomicio import atomic_write, atomic_write_bytes, atomic_write_json
+from sast.infra.atomicio import atomic_write, atomic_write_bytes, atomic_write_json
 
 
 def test_failed_write_leaves_the_old_file_and_no_temporary(tmp_path):

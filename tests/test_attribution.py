@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from sast.attribution import hard_layers, layer_attribution
 from sast.data import FrameSet
-from sast.evaluate import collect_outputs, evaluate_mode
+from sast.evaluation.accuracy import collect_outputs, evaluate_mode
+from sast.evaluation.attribution import hard_layers, layer_attribution
 from sast.layers import lif_layers
 from sast.models import build_model
 from sast.neuron import lif_scan_reference

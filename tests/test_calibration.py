@@ -4,7 +4,7 @@ import math
 import pytest
 import torch
 
-from sast.calibration import (
+from sast.evaluation.calibration import (
     brier_score,
     calibration_report,
     expected_calibration_error,

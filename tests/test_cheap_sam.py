@@ -5,8 +5,10 @@ import torch
 
 from sast.config import RunConfig
 from sast.optim import SAM, LookSAM
-from sast.runfolder import RunFolder
-from sast.train import fit, load_run, step_kind
+from sast.runs.folder import RunFolder
+from sast.runs.load import load_run
+from sast.training.loop import fit
+from sast.training.steps import step_kind
 
 SMALL = dict(max_train_samples=96, hidden=(16,), time_bins=6, batch_size=32, epochs=2,
              eval_batch_size=512, method="sast", rho=0.05)

@@ -6,7 +6,7 @@ import pytest
 
 from sast.cli import main
 from sast.config import RunConfig
-from sast.runfolder import read_json
+from sast.runs.folder import read_json
 
 SMALL = ["--max-train-samples", "96", "--hidden", "16", "--time-bins", "6",
          "--batch-size", "32", "--no-progress"]

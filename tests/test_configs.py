@@ -14,7 +14,7 @@ ATLASES = [p for p in GRIDS if p.name.startswith("atlas")]
 
 @pytest.mark.parametrize("path", GRIDS, ids=lambda p: p.name)
 def test_every_shipped_grid_expands(path):
-    from sast.experiment import load_sweep
+    from sast.study.sweep import load_sweep
 
     sweep = load_sweep(path)  # every run config of the grid is validated
     assert len(sweep.configs) >= 2
@@ -23,7 +23,7 @@ def test_every_shipped_grid_expands(path):
 
 @pytest.mark.parametrize("path", STUDIES, ids=lambda p: p.name)
 def test_study_grids_are_valid(path):
-    from sast.experiment import load_sweep
+    from sast.study.sweep import load_sweep
 
     sweep = load_sweep(path)
     methods = {c.method for c in sweep.configs}
@@ -35,7 +35,7 @@ def test_study_grids_are_valid(path):
 
 @pytest.mark.parametrize("path", ATLASES, ids=lambda p: p.name)
 def test_atlas_grids_are_valid(path):
-    from sast.experiment import load_sweep
+    from sast.study.sweep import load_sweep
 
     sweep = load_sweep(path)
     assert {c.method for c in sweep.configs} == {"surrogate", "sast"}
@@ -70,7 +70,7 @@ def test_compute_matched_preset_matches_sast_gradient_evaluations():
 @pytest.mark.parametrize("dataset", ["nmnist", "dvsgesture"])
 def test_regime_pair_is_the_reproduce_regime(dataset):
     """The regime pair differs only in method and radius, and is the regime the study runs."""
-    from sast.experiment import load_sweep
+    from sast.study.sweep import load_sweep
 
     folder = RUN_CONFIGS[0].parent
     base = RunConfig.from_dict(load_config_file(folder / f"{dataset}-regime-baseline.yaml"))

@@ -5,7 +5,7 @@ import pytest
 
 from sast.cli import main
 from sast.data import DATASETS, load_frames, split_available
-from sast.runfolder import read_json
+from sast.runs.folder import read_json
 
 from .conftest import SHARED_DATA
 from .test_dvsgesture import TRIALS, write_release

@@ -28,9 +28,9 @@ from sast.deploy import (
     quantise_weight,
     read_topology,
 )
-from sast.deploy.protocol import deploy_model
 from sast.layers import lif_attributes, lif_layers, spike_mode
-from sast.runfolder import read_json
+from sast.protocol.deploy import deploy_model
+from sast.runs.folder import read_json
 
 from .conftest import SHARED_DATA
 
@@ -480,7 +480,7 @@ def trained_run(tmp_path_factory):
 
 def test_eight_bit_accuracy_is_close_to_float_hard_accuracy(trained_run):
     cfg, model = sast.load_run(trained_run)
-    from sast.splits import prepare_data
+    from sast.runs.splits import prepare_data
 
     data = prepare_data(cfg).test
     result = deploy_model(model, data, (8, 4), device="cpu")
@@ -550,7 +550,7 @@ def test_cli_deploy_refuses_bad_arguments(trained_run, tmp_path, capsys):
 
 def test_spike_mode_is_left_as_it_was(trained_run):
     _, model = sast.load_run(trained_run)
-    from sast.splits import prepare_data
+    from sast.runs.splits import prepare_data
 
     data = prepare_data(sast.load_run(trained_run)[0]).test.subset(np.arange(8))
     with spike_mode(model, "surrogate"):

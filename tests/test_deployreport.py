@@ -3,9 +3,10 @@
 from pathlib import Path
 
 from sast.config import RunConfig
-from sast.deployreport import deployment_pairs, deployment_section, figure_deployment
-from sast.report import Run, group_runs, write_report
-from sast.runfolder import atomic_write_json
+from sast.runs.folder import atomic_write_json
+from sast.study.report import write_report
+from sast.study.report.deployment import deployment_pairs, deployment_section, figure_deployment
+from sast.study.report.runs import Run, group_runs
 
 
 def deploy(float_acc, int8, int4, synops8, qat=None):

@@ -11,11 +11,13 @@ import pytest
 import torch
 from torch.utils.data import BatchSampler
 
-from sast import distributed
 from sast.config import RunConfig
-from sast.runfolder import read_json
-from sast.splits import prepare_data
-from sast.train import batch_loader, epoch_generator, fit, make_model
+from sast.infra import distributed
+from sast.runs.folder import read_json
+from sast.runs.load import make_model
+from sast.runs.splits import prepare_data
+from sast.training.epoch import batch_loader, epoch_generator
+from sast.training.loop import fit
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 # 60 training samples in global batches of 16: three full batches and one of 12 per epoch.

@@ -11,15 +11,10 @@ import pytest
 
 from sast.cli import main
 from sast.config import RunConfig
-from sast.experiment import (
-    canonical,
-    config_hash,
-    expand_grid,
-    load_sweep,
-    run_status,
-    run_sweep,
-)
-from sast.runfolder import RunFolder
+from sast.runs.folder import RunFolder
+from sast.study.execute import run_status
+from sast.study.runner import run_sweep
+from sast.study.sweep import canonical, config_hash, expand_grid, load_sweep
 
 TIMING = ("epoch_time_s", "step_time_s", "peak_memory_mb")
 GRID = """\
@@ -100,7 +95,7 @@ def test_failed_run_is_recorded_and_does_not_stop_the_others(tmp_path, monkeypat
     grid.write_text(GRID.replace("epochs: 3", "epochs: 1").replace("[0, 1]", "0"))
     sweep = load_sweep(grid, tmp_path / "out")
     bad = next(c for c in sweep.configs if c.method == "sast" and c.rho == 0.1)
-    import sast.train as train
+    import sast.training.loop as train
 
     real = train.fit
 
@@ -111,7 +106,7 @@ def test_failed_run_is_recorded_and_does_not_stop_the_others(tmp_path, monkeypat
 
     monkeypatch.setattr(train, "fit", flaky_fit)
     # run in-process so that the monkeypatch applies
-    monkeypatch.setattr("sast.experiment.local_pool", _inline_pool)
+    monkeypatch.setattr("sast.study.runner.local_pool", _inline_pool)
     rows = run_sweep(sweep, log=lambda *_: None)
     status = {r["run"]: r["status"] for r in rows}
     assert sorted(status.values()) == ["failed", "finished", "finished"]
@@ -128,7 +123,7 @@ def test_failed_run_is_recorded_and_does_not_stop_the_others(tmp_path, monkeypat
 def _inline_pool(workers, evaluate):
     import concurrent.futures
 
-    from sast.experiment import execute_run
+    from sast.study.execute import execute_run
 
     def submit(task):
         future = concurrent.futures.Future()
@@ -151,7 +146,7 @@ def test_dry_run_lists_runs_and_status(tmp_path, capsys):
 
 
 def test_reproduce_runs_the_study_and_sets_it_beside_the_paper(tmp_path, monkeypatch):
-    import sast.reproduce as reproduce_mod
+    import sast.study.reproduce as reproduce_mod
 
     tiny = {
         "evaluate": {"robustness": True, "levels": [0.0, 0.5], "corruption_seeds": 1},
@@ -175,7 +170,7 @@ def test_reproduce_runs_the_study_and_sets_it_beside_the_paper(tmp_path, monkeyp
 
 
 def test_shipped_study_grids_load_from_the_package():
-    from sast.reproduce import study_grid
+    from sast.study.reproduce import study_grid
 
     full = study_grid("nmnist")
     regime = full["grid"][0]
@@ -229,7 +224,7 @@ def test_results_table_has_a_column_for_every_field_the_grid_varies(tmp_path):
 
 
 def test_time_left_is_weighted_by_the_cost_of_each_kind_of_run():
-    from sast.experiment import Progress
+    from sast.study.runner import Progress
 
     mlp = RunConfig(method="surrogate", epochs=2)
     conv = RunConfig(method="surrogate", arch="nmnist-conv", epochs=2)
@@ -248,7 +243,7 @@ def test_time_left_is_weighted_by_the_cost_of_each_kind_of_run():
 def test_evaluation_batch_size_changes_no_folder_name():
     """eval_batch_size changes no number, so it is pinned in the hash: evaluating with
     another batch size names the same run folder."""
-    from sast.experiment import config_hash
+    from sast.study.sweep import config_hash
 
     assert config_hash(RunConfig(eval_batch_size=32)) == config_hash(
         RunConfig(eval_batch_size=256)) == config_hash(RunConfig())
@@ -260,8 +255,8 @@ def test_a_sweep_can_deploy_every_run_after_training(tmp_path, monkeypatch):
     existed still counts as evaluated where deploy is not asked for."""
     import torch
 
-    from sast.report import write_report
-    from sast.runfolder import atomic_write_json, read_json
+    from sast.runs.folder import atomic_write_json, read_json
+    from sast.study.report import write_report
 
     torch.set_num_threads(1)
     grid = tmp_path / "grid.yaml"
@@ -270,7 +265,7 @@ def test_a_sweep_can_deploy_every_run_after_training(tmp_path, monkeypatch):
                     + "evaluate: {deploy: true}\n")
     sweep = load_sweep(grid, tmp_path / "out")
     assert len(sweep.configs) == 2
-    monkeypatch.setattr("sast.experiment.local_pool", _inline_pool)
+    monkeypatch.setattr("sast.study.runner.local_pool", _inline_pool)
     rows = run_sweep(sweep, log=lambda *_: None)
     assert [r["status"] for r in rows] == ["finished", "finished"]
     for cfg in sweep.configs:

@@ -66,8 +66,8 @@ from sast.data.dvsgesture import (
 )
 from sast.data.events import EVENT_DTYPE, EventSet, make_events
 from sast.data.nmnist import load_nmnist_files, nmnist_index, read_nmnist_file
-from sast.experiment import MAX_GRID_COMBINATIONS, Sweep, load_sweep
-from sast.runfolder import CHECKPOINT_KEYS, RunFolder, load_checkpoint, read_json
+from sast.runs.folder import CHECKPOINT_KEYS, RunFolder, load_checkpoint, read_json
+from sast.study.sweep import MAX_GRID_COMBINATIONS, Sweep, load_sweep
 
 from .conftest import SHARED_DATA
 from .test_dvsgesture import packet, polarity_packet, special_packet, write_aedat

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 
-from sast.runfolder import read_json
+from sast.runs.folder import read_json
 
 TRAIN = ["--method", "sast", "--rho", "0.1", "--epochs", "3", "--max-train-samples", "96",
          "--hidden", "8", "--time-bins", "4", "--batch-size", "32", "--lr-schedule", "cosine",
@@ -37,17 +37,18 @@ def hang():
     marker.write_text(str(os.getpid()))
     time.sleep(600)
 
-import sast.atomicio as atomicio
-import sast.train as train
+import sast.infra.atomicio as atomicio
+import sast.training.loop as train
+import sast.training.steps as steps
 if point == "epoch":
-    real = train.KIND_STEPS["exact"]
+    real = steps.KIND_STEPS["exact"]
     calls = {"n": 0}
     def step(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == int(os.environ["KILL_STEP"]):
             hang()
         return real(*args, **kwargs)
-    train.KIND_STEPS["exact"] = step
+    steps.KIND_STEPS["exact"] = step
 elif point in ("checkpoint", "results"):
     real_write = atomicio.atomic_write
     name = "checkpoint.pt" if point == "checkpoint" else "results.jsonl"

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from sast.config import RunConfig
-from sast.lock import FolderInUse, folder_lock
-from sast.protocol import evaluate_run
-from sast.train import fit
+from sast.infra.lock import FolderInUse, folder_lock
+from sast.protocol.evaluate import evaluate_run
+from sast.training.loop import fit
 
 TINY = RunConfig(method="surrogate", epochs=1, max_train_samples=32, hidden=(8,), time_bins=4)
 
@@ -44,7 +44,7 @@ def test_a_second_sweep_process_is_refused(tmp_path):
 
 def test_the_lock_dies_with_its_holder_even_after_kill_9(tmp_path):
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from sast.lock import folder_lock\n"
+        [sys.executable, "-c", "import sys, time; from sast.infra.lock import folder_lock\n"
          "with folder_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(60)",
          str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

@@ -6,12 +6,12 @@ import sys
 
 import pytest
 
-from sast.memory import PeakMemory
+from sast.infra.memory import PeakMemory
 
 MEASURE_IN_A_FRESH_PROCESS = """
 import json
 import numpy as np
-from sast.memory import PeakMemory, _vm_kib
+from sast.infra.memory import PeakMemory, _vm_kib
 big = np.ones(300 * 2**20 // 8)  # 300 MiB, touched
 big += 1
 del big

@@ -3,14 +3,13 @@ import math
 import pytest
 import torch
 
-from sast.neuron import (
+from sast.neuron import lif_scan, lif_scan_reference
+from sast.surrogate import (
     SURROGATES,
     AtanSurrogate,
     ErfSurrogate,
     SigmoidSurrogate,
     get_surrogate,
-    lif_scan,
-    lif_scan_reference,
 )
 
 SCANS = [lif_scan, lif_scan_reference]

@@ -25,13 +25,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 import sast
 from sast.cli import main
-from sast.deploy.nirexport import (
-    DEFAULT_DT,
-    SubtractiveResetError,
-    export_nir,
-    lif_parameters,
-    to_nir,
-)
+from sast.interop.nir import DEFAULT_DT, SubtractiveResetError, export_nir, lif_parameters, to_nir
 from sast.layers import lif_attributes
 from sast.models import fold_batchnorm
 
@@ -269,7 +263,7 @@ def test_subtractive_reset_is_refused_with_the_way_out():
 
 
 def test_importing_sast_does_not_import_nir():
-    code = ("import sys, sast, sast.cli, sast.deploy, sast.deploy.nirexport; "
+    code = ("import sys, sast, sast.cli, sast.deploy, sast.interop.nir; "
             "assert 'nir' not in sys.modules, 'nir was imported'")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
@@ -308,7 +302,7 @@ def test_cli_export_writes_the_run_as_a_nir_file(zero_run, tmp_path, capsys):
     graph = nir.read(out)
     assert graph.metadata["time_steps"] == 8 and graph.metadata["dt"] == DEFAULT_DT
     cfg, model = sast.load_run(zero_run)
-    from sast.splits import prepare_data
+    from sast.runs.splits import prepare_data
 
     frames, labels = prepare_data(cfg).test.batch(slice(0, 16))
     frames = frames.transpose(0, 1).numpy()

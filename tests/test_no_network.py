@@ -5,9 +5,9 @@ import socket
 import pytest
 
 from sast.config import RunConfig
-from sast.protocol import evaluate_run
-from sast.report import write_report
-from sast.train import fit
+from sast.protocol.evaluate import evaluate_run
+from sast.study.report import write_report
+from sast.training.loop import fit
 
 
 class NetworkAccess(AssertionError):

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from sast.cli import main
-from sast.runfolder import RunFolder, load_checkpoint, read_json
+from sast.runs.folder import RunFolder, load_checkpoint, read_json
 
 TRAIN = ["train", "--method", "surrogate", "--max-train-samples", "64", "--hidden", "8",
          "--time-bins", "4", "--batch-size", "32", "--no-progress"]

@@ -8,7 +8,7 @@ import torch
 from sast.cli import main
 from sast.config import RunConfig
 from sast.data import FrameSet
-from sast.evaluate import (
+from sast.evaluation.accuracy import (
     MARGIN_EDGES,
     ModeOutputs,
     collect_outputs,
@@ -16,11 +16,11 @@ from sast.evaluate import (
     evaluate_mode,
     robustness_curve,
 )
+from sast.evaluation.thresholds import calibrate_thresholds, threshold_scales
 from sast.layers import LIF
 from sast.models import build_model
-from sast.runfolder import read_json
-from sast.thresholds import calibrate_thresholds, threshold_scales
-from sast.train import fit
+from sast.runs.folder import read_json
+from sast.training.loop import fit
 
 
 def toy_data(n=40, seed=0):
@@ -64,7 +64,7 @@ def test_outputs_firing_rates_and_margins_against_a_direct_computation(mode):
 def test_logits_alone_equal_the_recorded_pass_in_any_batch_size(mode):
     """The logits-only pass (temperature fitting) gives the recorded pass's logits, and the
     evaluation batch size changes no logit beyond float rounding."""
-    from sast.evaluate import collect_logits
+    from sast.evaluation.accuracy import collect_logits
 
     model, data = toy_model(), toy_data()
     recorded = collect_outputs(model, data, mode, batch_size=16)
@@ -113,7 +113,7 @@ def test_threshold_calibration_picks_the_best_scale_and_restores_the_model():
 
 
 def test_candidate_scores_reuse_the_prefix_and_equal_whole_evaluations():
-    from sast.thresholds import _score_candidates
+    from sast.evaluation.thresholds import _score_candidates
 
     torch.manual_seed(1)
     model = build_model("nmnist-conv", channels=(3, 4), slope=2.0)
@@ -205,7 +205,7 @@ def test_report_needs_finished_runs(tmp_path, capsys):
 
 
 def test_report_reads_a_sweep_folder(two_runs, tmp_path):
-    from sast.report import run_folders
+    from sast.study.report.runs import run_folders
 
     sweep = tmp_path / "sweep"
     (sweep / "runs").mkdir(parents=True)
@@ -218,7 +218,8 @@ def test_report_reads_a_sweep_folder(two_runs, tmp_path):
 
 
 def test_the_overhead_table_says_when_runs_mix_schedules(tmp_path):
-    from sast.report import Run, _overhead_table, group_runs
+    from sast.study.report.runs import Run, group_runs
+    from sast.study.report.tables import overhead_table
 
     def run(name, method, schedule, epoch_s):
         config = RunConfig(method=method, conv_schedule=schedule).to_dict()
@@ -227,9 +228,9 @@ def test_the_overhead_table_says_when_runs_mix_schedules(tmp_path):
         return Run(tmp_path / name, {"config": config, "timing": timing, "seed": 0})
 
     same = group_runs([run("a", "surrogate", "all", 2.0), run("b", "sast", "all", 4.0)])
-    table = _overhead_table(same)
+    table = overhead_table(same)
     assert "2.00×" in table and "differ in" not in table
     mixed = group_runs([run("a", "surrogate", "step", 3.0), run("b", "sast", "all", 4.0)])
-    table = _overhead_table(mixed)
+    table = overhead_table(mixed)
     assert len(mixed) == 2 and "1.33×" in table
     assert 'differ in `conv_schedule` ("all", "step")' in table

@@ -12,14 +12,15 @@ import sast
 from sast.cli import main
 from sast.config import RunConfig
 from sast.deploy import quantise_network, quantise_weight
-from sast.deploy.protocol import deploy_run
-from sast.evaluate import evaluate_spike_modes
-from sast.experiment import canonical, config_hash, run_name
+from sast.evaluation.accuracy import evaluate_spike_modes
 from sast.optim import SAM
-from sast.qat import fake_quantised, fake_quantised_weights, synaptic_layers
-from sast.runfolder import RunFolder, read_json
-from sast.splits import prepare_data
-from sast.train import plain_step, sam_step, weight_context
+from sast.protocol.deploy import deploy_run
+from sast.quantise import fake_quantised, fake_quantised_weights, synaptic_layers
+from sast.runs.folder import RunFolder, read_json
+from sast.runs.load import weight_context
+from sast.runs.splits import prepare_data
+from sast.study.sweep import canonical, config_hash, run_name
+from sast.training.steps import plain_step, sam_step
 
 
 def conv_model(seed=0):
@@ -282,7 +283,7 @@ def test_older_configs_load_and_keep_their_hashes_and_groups():
     # the report groups an old run with a new one of the same config
     from pathlib import Path
 
-    from sast.report import Run, group_runs
+    from sast.study.report.runs import Run, group_runs
 
     def run(config):
         return Run(Path("r"), {"config": config, "seed": 0})
@@ -300,7 +301,7 @@ def test_an_old_run_folder_loads_without_qat(tmp_path):
     sast.fit(cfg, run, progress=False, log=lambda *_: None)
     config = read_json(run / "config.json")
     del config["qat_weight_bits"], config["qat_per_channel"]
-    from sast.runfolder import atomic_write_json
+    from sast.runs.folder import atomic_write_json
 
     atomic_write_json(run / "config.json", config)
     loaded, model = sast.load_run(run)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from sast.experiment import load_sweep, run_sweep
-from sast.ray_backend import ray_pool, task_options, task_threads
+from sast.study.ray import ray_pool, task_options, task_threads
+from sast.study.runner import run_sweep
+from sast.study.sweep import load_sweep
 
 ray = pytest.importorskip("ray")
 

@@ -10,8 +10,11 @@ from sast.init import calibrate_firing_rates
 from sast.layers import LIF, lif_layers, spike_mode
 from sast.models import build_model, fold_batchnorm
 from sast.optim import SAM
-from sast.runfolder import read_json
-from sast.train import configure_epoch, fit, load_run, rho_at, sam_step
+from sast.runs.folder import read_json
+from sast.runs.load import load_run
+from sast.training.epoch import configure_epoch, rho_at
+from sast.training.loop import fit
+from sast.training.steps import sam_step
 
 
 def frames(batch=8, seed=0, t=6):

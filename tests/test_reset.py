@@ -9,10 +9,10 @@ import torch
 import sast
 from sast.cli import main
 from sast.config import RunConfig
-from sast.experiment import config_hash
 from sast.layers import lif_layers
-from sast.report import Run, group_runs
-from sast.runfolder import read_json
+from sast.runs.folder import read_json
+from sast.study.report.runs import Run, group_runs
+from sast.study.sweep import config_hash
 
 torch.set_num_threads(1)
 

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from sast.config import RunConfig
-from sast.report import Run, _mark_compute_matched, _rivals_section, group_runs
+from sast.study.report.paper import rivals_section
+from sast.study.report.runs import Run, group_runs, mark_compute_matched
 
 
 def run(seed, surr, hard, evals, val_hard=0.5, after=None, **cfg):
@@ -30,11 +31,11 @@ def test_rivals_table_names_each_approach_with_its_compute():
                 slope_final=8.0),
         ]
     groups = group_runs(runs)
-    _mark_compute_matched(groups)
+    mark_compute_matched(groups)
     labels = [g.label for g in groups]
     assert any("→ STE fine-tune 10 ep" in label for label in labels)
     assert any("k 2→8" in label for label in labels)
-    text = "\n".join(_rivals_section(groups))
+    text = "\n".join(rivals_section(groups))
     lines = {line.split("|")[1].strip(): line for line in text.splitlines()
              if line.startswith("| ")}
     baseline = lines["baseline (surrogate forward, base optimiser)"]
@@ -53,7 +54,8 @@ def test_the_baseline_is_the_surrogate_group_trained_as_sast_is():
     """Among several surrogate groups of one length (another initialisation, an annealed
     slope), the baseline is the one SAST's runs differ from only by SAM; the others are
     rivals, named by what they change."""
-    from sast.report import baseline_group, rival_role
+    from sast.study.report.paper import rival_role
+    from sast.study.report.runs import baseline_group
 
     runs = []
     for seed in (0, 1):
@@ -73,7 +75,7 @@ def test_the_baseline_is_the_surrogate_group_trained_as_sast_is():
     assert roles == {"surrogate": "surrogate", "surrogate (init=firing-rate)": "init",
                      "surrogate, k 2→16 (slope=2.0)": "slope-annealing",
                      "sast ρ=0.05": "sast"}
-    text = "\n".join(_rivals_section(groups))
+    text = "\n".join(rivals_section(groups))
     assert ("| baseline with another initialisation (firing-rate) "
             "| `surrogate (init=firing-rate)`") in text
     assert "| baseline (surrogate forward, base optimiser) | `surrogate` | 85.0 ± 0.0 |" in text
@@ -85,7 +87,7 @@ def timed(run_, step_s, passes):
 
 
 def test_the_conclusion_says_what_the_numbers_show_whichever_way_they_fall():
-    from sast.report import conclusion
+    from sast.study.report.paper import conclusion
 
     runs = []
     for seed in (0, 1, 2):
@@ -106,7 +108,7 @@ def test_the_conclusion_says_what_the_numbers_show_whichever_way_they_fall():
 
 
 def test_an_implausible_sam_cost_is_flagged_not_reported():
-    from sast.report import conclusion
+    from sast.study.report.paper import conclusion
 
     runs = [timed(run(s, 0.8, 0.7, 100, method="surrogate"), 0.10, 1) for s in (0, 1)]
     runs += [timed(run(s, 0.8, 0.7, 200, method="sast", rho=0.1), 0.078, 2) for s in (0, 1)]

@@ -8,11 +8,11 @@ import sys
 import pytest
 import torch
 
-from sast.runtime import tune_process
+from sast.infra.runtime import tune_process
 
 PROBE = """
 import ctypes, json, resource, torch
-from sast.runtime import tune_process
+from sast.infra.runtime import tune_process
 applied = tune_process()
 tiny = torch.tensor([1e-20]) * torch.tensor([1e-20])      # 1e-40 is subnormal in float32
 libc = ctypes.CDLL("libc.so.6")

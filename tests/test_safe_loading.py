@@ -7,8 +7,9 @@ import torch
 
 from sast.cli import main
 from sast.config import RunConfig
-from sast.runfolder import load_checkpoint
-from sast.train import fit, load_run
+from sast.runs.folder import load_checkpoint
+from sast.runs.load import load_run
+from sast.training.loop import fit
 
 
 class Payload:

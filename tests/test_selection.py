@@ -5,14 +5,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from sast import protocol, splits
+import sast.protocol.evaluate as protocol
+import sast.runs.splits as splits
 from sast.config import RunConfig
 from sast.data import load_frames, registry
 from sast.data.corruptions import EventDrop
-from sast.protocol import evaluate_run
-from sast.report import Group, Run, select_best_rho
-from sast.runfolder import read_json
-from sast.train import fit
+from sast.protocol.evaluate import evaluate_run
+from sast.runs.folder import read_json
+from sast.study.report.runs import Group, Run, select_best_rho
+from sast.training.loop import fit
 
 
 @pytest.fixture(scope="module")

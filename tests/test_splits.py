@@ -11,7 +11,7 @@ from sast.data.subsets import (
     indices_digest,
     stratified_split,
 )
-from sast.splits import plan_splits, prepare_data
+from sast.runs.splits import plan_splits, prepare_data
 
 from .test_dvsgesture import SPLITS, TRIALS, write_release
 

@@ -4,9 +4,11 @@ import pytest
 import torch
 
 from sast.config import RunConfig
-from sast.runfolder import RunFolder, read_json
-from sast.splits import prepare_data
-from sast.train import TrainingDiverged, fit, load_run
+from sast.runs.folder import RunFolder, read_json
+from sast.runs.load import load_run
+from sast.runs.splits import prepare_data
+from sast.training.loop import fit
+from sast.training.steps import TrainingDiverged
 
 SMALL = dict(max_train_samples=96, hidden=(16,), time_bins=6, batch_size=32, epochs=2,
              eval_batch_size=512)
@@ -76,7 +78,7 @@ def test_extending_a_finished_run_equals_training_longer(tmp_path):
 
 
 def test_crash_mid_epoch_then_resume(tmp_path, monkeypatch):
-    import sast.train as train
+    import sast.training.steps as train
 
     cfg = small(method="sast", epochs=3, lr_schedule="cosine")
     fit(cfg, tmp_path / "straight", progress=False, log=quiet)
@@ -116,7 +118,7 @@ def test_existing_run_needs_resume_and_same_config(tmp_path):
 
 
 def test_divergence_stops_with_a_clear_message(tmp_path, monkeypatch):
-    import sast.train as train
+    import sast.training.steps as train
 
     real = train.nn.functional.cross_entropy
     monkeypatch.setattr(train.nn.functional, "cross_entropy",
@@ -132,7 +134,7 @@ def test_load_run_restores_the_trained_model(tmp_path):
     final = fit(cfg, tmp_path / "run", progress=False, log=quiet)
     cfg2, model = load_run(tmp_path / "run")
     assert cfg2 == cfg
-    from sast.evaluate import evaluate_spike_modes
+    from sast.evaluation.accuracy import evaluate_spike_modes
 
     again = evaluate_spike_modes(model, prepare_data(cfg).test)
     assert again["hard"]["accuracy"] == final["hard"]["accuracy"]
@@ -163,7 +165,7 @@ def test_sam_step_descends_with_the_gradient_at_the_perturbed_point(independent)
     from torch import nn
 
     from sast.optim import SAM
-    from sast.train import sam_step
+    from sast.training.steps import sam_step
 
     torch.manual_seed(0)
     model = nn.Linear(4, 3).double()
@@ -209,7 +211,7 @@ def test_resuming_with_fewer_epochs_is_refused(tmp_path):
 
 def test_a_nan_gradient_stops_the_run_naming_epoch_and_step_and_resume_with_lower_lr(
         tmp_path, monkeypatch, capsys):
-    import sast.train as train_mod
+    import sast.training.loop as train_mod
     from sast.cli import main
 
     real_make_model = train_mod.make_model
@@ -257,7 +259,7 @@ def test_a_run_that_failed_before_its_first_epoch_does_not_block_its_folder(tmp_
 
 
 def test_ctrl_c_prints_one_line_and_records_an_interrupted_run(tmp_path, monkeypatch, capsys):
-    import sast.train as train
+    import sast.training.steps as train
     from sast.cli import main
 
     real, calls = train.KIND_STEPS["plain"], {"n": 0}
@@ -280,12 +282,12 @@ def test_ctrl_c_prints_one_line_and_records_an_interrupted_run(tmp_path, monkeyp
 
 
 def test_a_run_begun_with_step_by_step_convolutions_resumes_under_the_default(tmp_path):
-    from sast.experiment import config_hash
+    from sast.study.sweep import config_hash
 
     cfg = small(arch="nmnist-conv", channels=(4, 8), hidden=(), epochs=1, conv_schedule="step")
     # the schedule changes no result beyond rounding: one folder name for both
     assert config_hash(cfg) == config_hash(cfg.replace(conv_schedule="all"))
-    from sast.report import Run, group_runs
+    from sast.study.report.runs import Run, group_runs
 
     both = [Run(tmp_path / name, {"config": c.to_dict(), "seed": 0})
             for name, c in (("a", cfg), ("b", cfg.replace(conv_schedule="all")))]

@@ -1,7 +1,8 @@
-"""The Triton LIF scan (sast.triton_lif) against the plain-autograd reference scan.
+"""The Triton LIF scan (sast.kernels.triton_lif) against the plain-autograd reference scan.
 
 Without a GPU the kernels run in Triton's interpreter on CPU tensors: the fixture sets
-``TRITON_INTERPRET=1`` for each test, and :func:`sast._triton_kernels.kernels` jits the kernels
+``TRITON_INTERPRET=1`` for each test, and :func:`sast.kernels.triton_kernels.kernels` jits the
+kernels
 afresh for that setting, so it does not matter whether Triton was imported before. Where CUDA is
 available the compiled kernels are checked as well.
 """
@@ -13,12 +14,13 @@ import itertools
 import pytest
 import torch
 
-from sast.neuron import RESETS, SPIKE_MODES, Surrogate, get_surrogate, lif_scan_reference
+from sast.neuron import lif_scan_reference
+from sast.surrogate import RESETS, SPIKE_MODES, Surrogate, get_surrogate
 
 pytest.importorskip("triton", reason="Triton is not installed (pip install 'sast[test]')")
 
-from sast import triton_lif  # noqa: E402
-from sast.triton_lif import lif_scan_triton, use_triton  # noqa: E402
+from sast.kernels import triton_lif  # noqa: E402
+from sast.kernels.triton_lif import lif_scan_triton, use_triton
 
 SLOPES = {"sigmoid": 5.0, "atan": 2.0, "erf": 3.0}
 BETA, THRESHOLD = 0.85, 0.7
@@ -209,7 +211,7 @@ def test_kernels_compile_for_a_gpu(monkeypatch: pytest.MonkeyPatch, dtype: str, 
         from triton.compiler import ASTSource
     except ImportError as exc:
         pytest.skip(f"this Triton's ahead-of-time API differs: {exc}")
-    from sast._triton_kernels import kernels
+    from sast.kernels.triton_kernels import kernels
 
     monkeypatch.delenv("TRITON_INTERPRET", raising=False)
     fwd, bwd = kernels()

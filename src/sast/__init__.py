@@ -7,17 +7,11 @@ deploy them with hard spikes.
 from sast.config import RunConfig
 from sast.layers import LIF, PerFrame, set_spike_mode, spike_mode
 from sast.models import build_model
-from sast.neuron import (
-    AtanSurrogate,
-    ErfSurrogate,
-    SigmoidSurrogate,
-    Surrogate,
-    get_surrogate,
-    lif_scan,
-    lif_scan_reference,
-)
+from sast.neuron import lif_scan, lif_scan_reference
 from sast.optim import SAM, LookSAM
-from sast.train import fit, load_run
+from sast.runs.load import load_run
+from sast.surrogate import AtanSurrogate, ErfSurrogate, SigmoidSurrogate, Surrogate, get_surrogate
+from sast.training.loop import fit
 
 __version__ = "0.1.0"
 

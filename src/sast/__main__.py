@@ -1,5 +1,5 @@
 """``python -m sast``: the ``sast`` command; ``torchrun --nproc-per-node N -m sast train …``
-runs it on every rank (:mod:`sast.distributed`)."""
+runs it on every rank (:mod:`sast.infra.distributed`)."""
 
 import sys
 

@@ -15,11 +15,11 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from sast.deploy.quantise import MAX_BITS, MIN_BITS
 from sast.layers import SCAN_IMPLEMENTATIONS
 from sast.models import ARCHITECTURES, CONV_SCHEDULES, NORMS, READOUTS
-from sast.neuron import RESETS, SURROGATES
 from sast.optim import SAM_POLICIES, SAM_REUSES
+from sast.quantise import MAX_BITS, MIN_BITS
+from sast.surrogate import RESETS, SURROGATES
 
 METHODS = ("surrogate", "sast", "ste", "ste-sam")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -32,8 +32,19 @@ LATER_FIELDS: dict[str, Any] = {"reset": "subtract", "qat_weight_bits": None,
                                 "looksam_alpha": 0.7, "sam_start_epoch": 0}
 """Fields added after run folders and sweeps already existed, with the value every earlier run
 had: a saved config without one of them reads as that value, and a config holding that value
-hashes (:func:`sast.experiment.config_hash`) and groups (the report) as if the field were
+hashes (:func:`sast.study.sweep.config_hash`) and groups (the report) as if the field were
 absent, so earlier sweeps keep their folder names."""
+
+
+FIELD_CHOICES: dict[str, tuple[str, ...]] = {
+    "binning": BINNINGS, "arch": tuple(ARCHITECTURES), "surrogate": tuple(SURROGATES),
+    "readout": READOUTS, "conv_schedule": CONV_SCHEDULES,
+    "scan_implementation": SCAN_IMPLEMENTATIONS, "method": METHODS,
+    "sam_policy": SAM_POLICIES, "sam_reuse": SAM_REUSES, "optimizer": OPTIMIZERS,
+    "lr_schedule": LR_SCHEDULES, "device": DEVICES, "norm": NORMS, "init": INITS,
+    "reset": RESETS,
+}
+"""The values each categorical config field may take (the CLI's ``choices`` too)."""
 
 
 @dataclass
@@ -81,7 +92,7 @@ class RunConfig:
     sam_reuse: str = "none"
     looksam_alpha: float = 0.7
     sam_start_epoch: int = 0
-    # quantisation-aware training (sast.qat): fake-quantised synaptic weights, STE
+    # quantisation-aware training (sast.quantise): fake-quantised synaptic weights, STE
     qat_weight_bits: int | None = None
     qat_per_channel: bool = True
     # optimisation
@@ -156,15 +167,9 @@ class RunConfig:
 
     def validate(self) -> None:
         self._check_types()
-        choices = {
-            "method": METHODS, "optimizer": OPTIMIZERS, "binning": BINNINGS,
-            "lr_schedule": LR_SCHEDULES, "device": DEVICES, "sam_policy": SAM_POLICIES,
-            "sam_reuse": SAM_REUSES,
-            "surrogate": tuple(SURROGATES), "readout": READOUTS,
-            "conv_schedule": CONV_SCHEDULES, "scan_implementation": SCAN_IMPLEMENTATIONS,
-            "norm": NORMS, "init": INITS, "reset": RESETS,
-        }
-        for name, allowed in choices.items():
+        for name, allowed in FIELD_CHOICES.items():
+            if name == "arch":
+                continue  # None (the dataset's default) or a name, checked below
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got "
                                  f"{_short(getattr(self, name))}")

@@ -15,14 +15,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from sast.neuron import (
-    Surrogate,
-    check_reset,
-    check_spike_mode,
-    get_surrogate,
-    lif_scan,
-    lif_scan_reference,
-)
+from sast.neuron import lif_scan, lif_scan_reference
+from sast.surrogate import Surrogate, check_reset, check_spike_mode, get_surrogate
 
 SCAN_IMPLEMENTATIONS = ("fused", "reference")
 

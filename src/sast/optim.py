@@ -156,7 +156,8 @@ class LookSAM(SAM):
         g + α·(‖g‖ / ‖g_v‖)·g_v,
 
     the current gradient plus the stored sharpness direction rescaled to its norm. Which steps
-    are exact is the caller's choice (every k-th, in :func:`sast.train.train_epoch`). Before the
+    are exact is the caller's choice (every k-th, in :func:`sast.training.epoch.train_epoch`).
+    Before the
     first exact step there is no g_v, and :meth:`reuse_step` is a plain base step.
 
     >>> import torch

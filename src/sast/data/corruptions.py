@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike
 
-from .events import (
+from sast.data.events import (
     EventSet,
     SensorSize,
     _as_events,

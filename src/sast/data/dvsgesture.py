@@ -41,8 +41,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .events import EVENT_DTYPE, EventSet, SensorSize, make_events
-from .npyfile import load_npy
+from sast.data.events import EVENT_DTYPE, EventSet, SensorSize, make_events
+from sast.data.npyfile import load_npy
 
 DVSGESTURE_READER_VERSION = 1
 

@@ -17,8 +17,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from numpy.typing import ArrayLike
 
-from sast.atomicio import atomic_write
 from sast.data.npyfile import check_npz
+from sast.infra.atomicio import atomic_write
 
 EVENT_DTYPE = np.dtype([("x", "<u2"), ("y", "<u2"), ("t", "<i8"), ("p", "<u1")])
 
@@ -194,7 +194,7 @@ class EventSet:
         """Write an uncompressed ``.npz`` at exactly ``path``, atomically.
 
         The file is written next to ``path`` under a temporary name and moved into
-        place (:func:`sast.atomicio.atomic_write`), so readers never see a half-written file.
+        place (:func:`sast.infra.atomicio.atomic_write`), so readers never see a half-written file.
         ``extra`` arrays are stored alongside and come back from ``load_with_extra``.
         """
         arrays = {

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import default_cache_dir
-from .events import EventSet, make_events
+from sast.data.cache import default_cache_dir
+from sast.data.events import EventSet, make_events
 
 SYNTHETIC_NMNIST_VERSION = 1
 SENSOR_SIZE = (34, 34, 2)

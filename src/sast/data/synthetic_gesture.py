@@ -55,9 +55,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .cache import default_cache_dir
-from .events import EventSet
-from .synthetic import _dvs_counts, _emit_events, rendered_split, stratified_split
+from sast.data.cache import default_cache_dir
+from sast.data.events import EventSet
+from sast.data.synthetic import _dvs_counts, _emit_events, rendered_split, stratified_split
 
 SYNTHETIC_GESTURE_VERSION = 1
 GESTURE_SENSOR_SIZE = (128, 128, 2)

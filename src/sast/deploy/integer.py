@@ -39,9 +39,9 @@ from torch.nn import functional
 
 from sast.deploy.fixedpoint import QFormat, round_shift
 from sast.deploy.leak import Leak
-from sast.deploy.quantise import QuantisedWeight, quantise_weight, requantiser
 from sast.deploy.topology import Stage, Synapses, Topology, read_topology
 from sast.models import SpikingNet
+from sast.quantise import QuantisedWeight, quantise_weight, requantiser
 
 _INT64_HEADROOM = 1 << 62
 

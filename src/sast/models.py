@@ -108,7 +108,10 @@ def build_model(
     architecture's own; ``hidden`` and ``channels`` override its widths. The model checks the
     frame shape of its input, and with ``time_bins`` also the number of time steps (so
     batch-first input is refused). ``reset`` is every LIF layer's reset (``"subtract"`` or
-    ``"zero"``, see :class:`sast.layers.LIF`)."""
+    ``"zero"``, see :class:`sast.layers.LIF`).
+
+    It is long because its signature names every option of every architecture (20 lines)
+    and each is checked here, where the user's call is."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
     if readout not in READOUTS:

@@ -19,14 +19,8 @@ from sast.config import (
 from sast.data.corruptions import CORRUPTIONS
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="sast",
-        description="Sharpness-Aware Surrogate Training of spiking neural networks: train "
-        "with smooth surrogate spikes (optionally with SAM), evaluate with hard spikes.",
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    """``sast train``."""
     train = sub.add_parser(
         "train", help="train one network into a run folder",
         description="Train one network and evaluate it with surrogate and hard spikes. "
@@ -45,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
     _add_config_options(train)
 
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    """``sast evaluate``."""
     evaluate = sub.add_parser(
         "evaluate", help="run the evaluation protocol on a trained run",
         description="Evaluate a run folder's trained network with surrogate and hard spikes: "
@@ -80,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="auto (CUDA if present), cpu or cuda (default: auto)")
     evaluate.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
+
+def _add_deploy(sub: argparse._SubParsersAction) -> None:
+    """``sast deploy``."""
     deploy = sub.add_parser(
         "deploy", help="quantise a trained run, run it in integers, count SynOps",
         description="Quantise a run folder's trained network post-training (symmetric b-bit "
@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "runs on the CPU (default: auto)")
     deploy.add_argument("--no-progress", action="store_true", help="hide the progress bars")
 
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    """``sast export``."""
     export = sub.add_parser(
         "export", help="write a trained run's network as a NIR graph",
         description="Write a run folder's trained network (hard spikes) as a NIR graph "
@@ -132,6 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "tau = dt/(1 − β) (default: 1e-4, the step snnTorch's NIR importer "
                         "simulates with)")
 
+
+def _add_report(sub: argparse._SubParsersAction) -> None:
+    """``sast report``."""
     report = sub.add_parser(
         "report", help="write a Markdown report with tables and figures from run folders",
         description="Write OUT/report.md and OUT/figures/*.png from finished run folders: "
@@ -141,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, default=Path("report"),
                         help="output folder (default: report)")
 
+
+def _add_sweep(sub: argparse._SubParsersAction) -> None:
+    """``sast sweep``."""
     sweep = sub.add_parser(
         "sweep", help="run a grid of configs (skips finished runs, resumes the rest)",
         description="Expand GRID (a YAML/JSON file whose config fields may be lists) into runs, "
@@ -160,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default: start a local Ray instance)")
     sweep.add_argument("--dry-run", action="store_true", help="list the runs and their status")
 
+
+def _add_reproduce(sub: argparse._SubParsersAction) -> None:
+    """``sast reproduce``."""
     repro = sub.add_parser(
         "reproduce", help="run a whole study (the paper's protocol, or the gap atlas) and write "
         "its report",
@@ -182,6 +194,21 @@ def build_parser() -> argparse.ArgumentParser:
     repro.add_argument("--workers", type=int, default=1, help="runs at once (default: 1)")
     repro.add_argument("--address", help="Ray cluster address for --backend ray")
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sast",
+        description="Sharpness-Aware Surrogate Training of spiking neural networks: train "
+        "with smooth surrogate spikes (optionally with SAM), evaluate with hard spikes.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train(sub)
+    _add_evaluate(sub)
+    _add_deploy(sub)
+    _add_export(sub)
+    _add_report(sub)
+    _add_sweep(sub)
+    _add_reproduce(sub)
     sub.add_parser("datasets", help="list the datasets and what each needs",
                    description="List the datasets sast can read and what each needs.")
     return parser

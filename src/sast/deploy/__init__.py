@@ -12,6 +12,11 @@ inference, and the cost of a deployed network in synaptic operations.
 
 The quantisation scheme, formats and rounding modes are this package's own choices (the
 paper's quantisation details are not public).
+
+Floor 7: may import :mod:`sast.quantise`, models, layers, neuron and the rooms below
+them; never training or a run folder (``sast deploy`` on a run folder is
+:mod:`sast.protocol.deploy`). The b-bit weight quantiser lives in :mod:`sast.quantise`,
+re-exported here.
 """
 
 from sast.deploy.fixedpoint import QFormat, round_shift

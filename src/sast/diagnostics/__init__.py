@@ -21,6 +21,9 @@ plain-autograd reference scan, since the fused scan is first-order only.
 
 The formulas (contraction factor, state bound, input-Lipschitz bound) are derived in
 ``docs/theory.md``.
+
+Floor 6: may import layers, neuron, surrogate and the rooms below; never training,
+run folders or above (``sast evaluate --diagnostics`` is :mod:`sast.protocol.evaluate`).
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ final evaluation in ``final.json``.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -129,6 +130,24 @@ def fit(
         return final
 
 
+@dataclass
+class _Run:
+    """What the epochs of one run share."""
+
+    cfg: RunConfig
+    folder: RunFolder
+    device: torch.device
+    writes: bool
+    """Rank 0 (or the only process): it alone writes the run folder."""
+    splits: Splits
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    memory: PeakMemory
+    progress: bool
+    log: Any
+
+
 def _fit(
     cfg: RunConfig, out: str | Path, resume: bool, progress: bool,
     log,  # noqa: ANN001
@@ -136,29 +155,9 @@ def _fit(
     folder = RunFolder(out)
     device = distributed.local_device(resolve_device(cfg.device))
     writes = distributed.is_main()  # rank 0 alone writes the run folder (one process: it does)
-    checkpoint = None
-    if folder.config.exists() and not folder.holds_run():
-        log(f"{folder.root}: its earlier run stopped before finishing an epoch; starting afresh")
-    if folder.holds_run():
-        if not resume:
-            raise FileExistsError(
-                f"run folder {folder.root} already holds a run; pass --resume to continue it "
-                "or choose another --out"
-            )
-        saved = RunConfig.from_dict(read_json(folder.config), source=str(folder.config))
-        _check_resumable(saved, cfg, folder)
-        if folder.checkpoint.exists():
-            checkpoint = load_checkpoint(folder.checkpoint)
-            if checkpoint["epoch"] > cfg.epochs:
-                raise ValueError(
-                    f"cannot resume {folder.root} with epochs={cfg.epochs}: it has already "
-                    f"trained {checkpoint['epoch']} epochs"
-                )
-            if checkpoint["epoch"] >= cfg.epochs and folder.final.exists():
-                final = read_json(folder.final)
-                if final.get("epochs") == cfg.epochs:
-                    log(f"{folder.root}: already finished ({cfg.epochs} epochs)")
-                    return final
+    checkpoint, finished = _existing_run(cfg, folder, resume, log)
+    if finished is not None:
+        return finished
     distributed.barrier()  # every rank has read the folder before rank 0 writes to it
     if writes:
         folder.root.mkdir(parents=True, exist_ok=True)
@@ -181,64 +180,94 @@ def _fit(
             f"{r['rate_before']:.3f} → {r['rate_after']:.3f}" for r in report["layers"]))
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
+    run = _Run(cfg, folder, device, writes, splits, model, optimizer, scheduler, memory,
+               progress, log)
     start_epoch = 0
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        for group in optimizer.param_groups:  # the learning rate asked for now
-            group["lr"] = cfg.lr
-            if "initial_lr" in group:
-                group["initial_lr"] = cfg.lr
-        if scheduler is not None and checkpoint.get("scheduler") is not None:
-            scheduler.load_state_dict(checkpoint["scheduler"])
-            scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
-            # the schedule of this run's length (it differs when epochs were raised)
-            for group, base_lr, lr_at in zip(optimizer.param_groups, scheduler.base_lrs,
-                                             scheduler.lr_lambdas, strict=True):
-                group["lr"] = base_lr * lr_at(scheduler.last_epoch)
-        start_epoch = checkpoint["epoch"]
-        if writes:
-            folder.write_metrics([r for r in folder.read_metrics() if r["epoch"] <= start_epoch])
-        log(f"{folder.root}: resuming after epoch {start_epoch}")
+        start_epoch = _restore(run, checkpoint)
     elif writes:
         folder.write_metrics([])
     distributed.broadcast_model(model)  # every rank starts from rank 0's weights
     if writes:
         folder.final.unlink(missing_ok=True)
         folder.write_status("running", epoch=start_epoch)
+    _train_epochs(run, start_epoch)
+    if not writes:  # the final evaluation is rank 0's
+        return {}
+    with weight_context(cfg)(model):
+        final = final_evaluation(cfg, model, splits, device, folder)
+    atomic_write_json(folder.final, final)
+    folder.write_status("finished", epoch=cfg.epochs)
+    return final
+
+
+def _existing_run(cfg: RunConfig, folder: RunFolder, resume: bool, log,  # noqa: ANN001
+                  ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """(the checkpoint to resume from, or None; ``final.json`` when the run in ``folder`` has
+    already finished ``cfg.epochs``, or None). ``FileExistsError`` for a run in ``folder``
+    without ``resume``; ``ValueError`` when its config may not be resumed as ``cfg``."""
+    if folder.config.exists() and not folder.holds_run():
+        log(f"{folder.root}: its earlier run stopped before finishing an epoch; starting afresh")
+    if not folder.holds_run():
+        return None, None
+    if not resume:
+        raise FileExistsError(
+            f"run folder {folder.root} already holds a run; pass --resume to continue it "
+            "or choose another --out"
+        )
+    saved = RunConfig.from_dict(read_json(folder.config), source=str(folder.config))
+    _check_resumable(saved, cfg, folder)
+    if not folder.checkpoint.exists():
+        return None, None
+    checkpoint = load_checkpoint(folder.checkpoint)
+    if checkpoint["epoch"] > cfg.epochs:
+        raise ValueError(
+            f"cannot resume {folder.root} with epochs={cfg.epochs}: it has already "
+            f"trained {checkpoint['epoch']} epochs"
+        )
+    if checkpoint["epoch"] >= cfg.epochs and folder.final.exists():
+        final = read_json(folder.final)
+        if final.get("epochs") == cfg.epochs:
+            log(f"{folder.root}: already finished ({cfg.epochs} epochs)")
+            return checkpoint, final
+    return checkpoint, None
+
+
+def _restore(run: _Run, checkpoint: dict[str, Any]) -> int:
+    """Load the checkpoint's weights and optimiser state into ``run`` with the learning rate
+    asked for now (and the schedule of this run's length); returns the epoch it ended."""
+    cfg, optimizer, scheduler = run.cfg, run.optimizer, run.scheduler
+    run.model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    for group in optimizer.param_groups:  # the learning rate asked for now
+        group["lr"] = cfg.lr
+        if "initial_lr" in group:
+            group["initial_lr"] = cfg.lr
+    if scheduler is not None and checkpoint.get("scheduler") is not None:
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scheduler.base_lrs = [cfg.lr] * len(optimizer.param_groups)
+        # the schedule of this run's length (it differs when epochs were raised)
+        for group, base_lr, lr_at in zip(optimizer.param_groups, scheduler.base_lrs,
+                                         scheduler.lr_lambdas, strict=True):
+            group["lr"] = base_lr * lr_at(scheduler.last_epoch)
+    start_epoch = checkpoint["epoch"]
+    if run.writes:
+        run.folder.write_metrics([r for r in run.folder.read_metrics()
+                                  if r["epoch"] <= start_epoch])
+    run.log(f"{run.folder.root}: resuming after epoch {start_epoch}")
+    return start_epoch
+
+
+def _train_epochs(run: _Run, start_epoch: int) -> None:
+    """Epochs ``start_epoch`` … ``cfg.epochs − 1``; the status file says how they ended when
+    they did not (interrupted, diverged with the command that continues, failed)."""
+    cfg, folder = run.cfg, run.folder
+    epoch = start_epoch
     try:
         for epoch in range(start_epoch, cfg.epochs):
-            row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
-            row.update(train_epoch(cfg, model, optimizer, splits.train, epoch, device, progress))
-            if scheduler is not None:
-                scheduler.step()
-            if len(splits.val) and writes:  # rank 0 validates; the others wait for it
-                with weight_context(cfg)(model):
-                    val = evaluate_spike_modes(model, splits.val, device, cfg.eval_batch_size)
-                row.update({
-                    "val_surrogate_accuracy": val["surrogate"]["accuracy"],
-                    "val_hard_accuracy": val["hard"]["accuracy"],
-                    "val_surrogate_loss": val["surrogate"]["loss"],
-                    "val_hard_loss": val["hard"]["loss"],
-                    "val_transfer_gap_pp": val["transfer_gap_pp"],
-                })
-            configure_epoch(model, cfg, epoch)
-            row["peak_memory_mb"] = memory.peak_mb()
-            row["peak_memory_scope"] = memory.scope
-            if not writes:
-                continue
-            folder.append_metrics(row)
-            atomic_torch_save(folder.checkpoint, {
-                "epoch": epoch + 1, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict() if scheduler is not None else None,
-                "config": cfg.to_dict(), "input_shape": list(splits.train.input_shape),
-                "n_classes": splits.train.n_classes,
-            })
-            folder.write_status("running", epoch=epoch + 1)
-            log(_epoch_line(row, cfg.epochs))
+            _one_epoch(run, epoch)
     except KeyboardInterrupt:
-        if not writes:
+        if not run.writes:
             raise
         done = len(folder.read_metrics())
         folder.write_status("interrupted", f"interrupted after epoch {done}; continue with "
@@ -248,24 +277,50 @@ def _fit(
         message = (f"{err} in epoch {epoch + 1}; the last good checkpoint is after epoch "
                    f"{epoch}: continue from it with a lower learning rate, e.g. `sast train "
                    f"--out {folder.root} --resume --lr {cfg.lr / 10:g}`")
-        if writes:
+        if run.writes:
             folder.write_status("diverged", message, epoch=epoch)
         raise TrainingDiverged(f"{folder.root}: {message}") from None
     except BaseException as err:
         try:
-            if writes:
+            if run.writes:
                 folder.write_status("failed", f"{type(err).__name__}: {err}")
         except OSError:  # the folder cannot be written at all: the error says why
             pass
         raise
 
-    if not writes:  # the final evaluation is rank 0's
-        return {}
-    with weight_context(cfg)(model):
-        final = final_evaluation(cfg, model, splits, device, folder)
-    atomic_write_json(folder.final, final)
-    folder.write_status("finished", epoch=cfg.epochs)
-    return final
+
+def _one_epoch(run: _Run, epoch: int) -> None:
+    """Train (0-based) ``epoch``, validate, and (rank 0) log the metrics and checkpoint."""
+    cfg, model, optimizer, splits = run.cfg, run.model, run.optimizer, run.splits
+    row = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"]}
+    row.update(train_epoch(cfg, model, optimizer, splits.train, epoch, run.device, run.progress))
+    if run.scheduler is not None:
+        run.scheduler.step()
+    if len(splits.val) and run.writes:  # rank 0 validates; the others wait for it
+        with weight_context(cfg)(model):
+            val = evaluate_spike_modes(model, splits.val, run.device, cfg.eval_batch_size)
+        row.update({
+            "val_surrogate_accuracy": val["surrogate"]["accuracy"],
+            "val_hard_accuracy": val["hard"]["accuracy"],
+            "val_surrogate_loss": val["surrogate"]["loss"],
+            "val_hard_loss": val["hard"]["loss"],
+            "val_transfer_gap_pp": val["transfer_gap_pp"],
+        })
+    configure_epoch(model, cfg, epoch)
+    row["peak_memory_mb"] = run.memory.peak_mb()
+    row["peak_memory_scope"] = run.memory.scope
+    if not run.writes:
+        return
+    run.folder.append_metrics(row)
+    atomic_torch_save(run.folder.checkpoint, {
+        "epoch": epoch + 1, "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
+        "config": cfg.to_dict(), "input_shape": list(splits.train.input_shape),
+        "n_classes": splits.train.n_classes,
+    })
+    run.folder.write_status("running", epoch=epoch + 1)
+    run.log(_epoch_line(row, cfg.epochs))
 
 
 def _epoch_line(row: dict[str, Any], epochs: int) -> str:

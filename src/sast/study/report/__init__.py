@@ -15,7 +15,8 @@ selected ρ), :mod:`~sast.study.report.render` (Markdown tables, figure helpers)
 comparison with the published numbers, the rivals table, the generated conclusion),
 :mod:`~sast.study.report.deployment` (the Deployment section) and
 :mod:`~sast.study.report.atlas` (the gap atlas); this module assembles them
-(:func:`write_report`). Part of :mod:`sast.study`: reads run folders only, through
+(:func:`write_report`). Part of :mod:`sast.study`, it may import what the study room may; it
+reads run folders only, through
 :mod:`sast.runs`.
 """
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_peers.py"
 pytestmark = pytest.mark.filterwarnings(  # Norse scripts its functions at import
     "ignore:`torch.jit.script` is deprecated:DeprecationWarning")

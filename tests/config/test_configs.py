@@ -5,7 +5,7 @@ import pytest
 
 from sast.config import RunConfig, load_config_file
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
 GRIDS = [p for p in CONFIGS if "grid" in load_config_file(p)]
 RUN_CONFIGS = [p for p in CONFIGS if p not in GRIDS]
 STUDIES = [p for p in GRIDS if p.name.startswith("reproduce-")]

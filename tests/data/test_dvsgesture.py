@@ -18,7 +18,7 @@ from sast.data.dvsgesture import (
 )
 from sast.data.events import EVENT_DTYPE, make_events
 
-from .conftest import SHARED_DATA
+from ..conftest import SHARED_DATA
 
 REAL_LABELS = SHARED_DATA / "dvsgesture" / "metadata" / "user01_natural_labels.csv"
 HEADER_LINES = (b"#!AER-DAT3.1", b"#Format: RAW", b"#Source 1: DVS128", b"#!END-HEADER")

@@ -69,10 +69,10 @@ from sast.data.nmnist import load_nmnist_files, nmnist_index, read_nmnist_file
 from sast.runs.folder import CHECKPOINT_KEYS, RunFolder, load_checkpoint, read_json
 from sast.study.sweep import MAX_GRID_COMBINATIONS, Sweep, load_sweep
 
-from .conftest import SHARED_DATA
+from ..conftest import SHARED_DATA
 from .test_dvsgesture import packet, polarity_packet, special_packet, write_aedat
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST, LONG = "sast-fuzz-fast", "sast-fuzz-long"
 FAST_EXAMPLES, LONG_EXAMPLES = 40, 2000
 HARD_LIMIT_S = 30.0

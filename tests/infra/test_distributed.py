@@ -19,7 +19,7 @@ from sast.runs.splits import prepare_data
 from sast.training.epoch import batch_loader, epoch_generator
 from sast.training.loop import fit
 
-SRC = Path(__file__).resolve().parents[1] / "src"
+SRC = Path(__file__).resolve().parents[2] / "src"
 # 60 training samples in global batches of 16: three full batches and one of 12 per epoch.
 # Two processes sum the gradient in another order than one, so the runs differ by rounding,
 # and what the optimiser does with rounding decides the tolerance: plain SGD at a stable

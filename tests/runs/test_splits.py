@@ -13,7 +13,7 @@ from sast.data.subsets import (
 )
 from sast.runs.splits import plan_splits, prepare_data
 
-from .test_dvsgesture import SPLITS, TRIALS, write_release
+from ..data.test_dvsgesture import SPLITS, TRIALS, write_release
 
 
 def class_sorted(counts):

@@ -10,7 +10,7 @@ import sast.data.nmnist as nmnist
 from sast.data.events import EVENT_DTYPE
 from sast.data.nmnist import decode_nmnist, load_nmnist, nmnist_index, read_nmnist_file
 
-from .conftest import SHARED_DATA
+from ..conftest import SHARED_DATA
 
 NMNIST_ROOT = SHARED_DATA / "nmnist"
 GESTURE_ROOT = SHARED_DATA / "dvsgesture"

@@ -1,6 +1,8 @@
 """The training recipe for deep and convolutional SNNs: firing-rate initialisation, batch norm
 folded for deployment, ρ warm-up, slope annealing and an STE fine-tune."""
 
+import json
+
 import pytest
 import torch
 from torch import nn
@@ -114,15 +116,70 @@ def test_slope_annealing_and_ste_finetune_schedule():
         RunConfig(epochs=2, ste_finetune_epochs=3)
 
 
-def test_a_run_with_the_whole_recipe_trains_resumes_and_loads(tmp_path):
+TIMING_FIELDS = ("epoch_time_s", "step_time_s_median", "peak_memory_mb")
+
+
+def _metric_rows(run):
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if k not in TIMING_FIELDS} for r in rows]
+
+
+def _checkpoint_model(run):
+    return torch.load(run / "checkpoint.pt", weights_only=False)["model"]
+
+
+def test_a_run_with_the_whole_recipe_trains_resumes_and_loads(tmp_path, monkeypatch):
+    import sast.training.steps as steps
+
     cfg = RunConfig(method="sast", arch="nmnist-conv", channels=(4,), norm="batch",
                     init="firing-rate", rho_warmup_epochs=1.0, slope=2.0, slope_final=4.0,
                     epochs=2, max_train_samples=64, time_bins=4, batch_size=32)
-    final = fit(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
-    init = read_json(tmp_path / "run" / "init.json")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    final = fit(cfg, straight, progress=False, log=lambda *_: None)
+
+    # The same two-epoch run stopped after its first epoch (ρ warming up, slope at 2 of 4),
+    # then resumed. (Training with epochs=1 and extending would not be the same run: a
+    # one-epoch schedule anneals to the final slope at once, see RunConfig.slope_at.)
+    real, calls = dict(steps.KIND_STEPS), {"n": 0}
+
+    def stopping(kind):
+        def step(*args, **kwargs):
+            calls["n"] += 1
+            if calls["n"] == 3:  # the first step of the second epoch (2 steps per epoch)
+                raise KeyboardInterrupt
+            return real[kind](*args, **kwargs)
+        return step
+
+    for kind in real:
+        monkeypatch.setitem(steps.KIND_STEPS, kind, stopping(kind))
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, resumed, progress=False, log=lambda *_: None)
+    assert calls["n"] == 3
+    assert read_json(resumed / "status.json")["status"] == "interrupted"
+    assert not (resumed / "final.json").exists()
+    assert [r["epoch"] for r in _metric_rows(resumed)] == [1]
+    init_before_resume = read_json(resumed / "init.json")
+    for kind in real:
+        monkeypatch.setitem(steps.KIND_STEPS, kind, real[kind])
+    again = fit(cfg, resumed, resume=True, progress=False, log=lambda *_: None)
+
+    assert read_json(resumed / "status.json")["status"] == "finished"
+    assert [r["epoch"] for r in _metric_rows(resumed)] == [1, 2]
+    assert _metric_rows(resumed) == _metric_rows(straight)
+    a, b = read_json(straight / "final.json"), read_json(resumed / "final.json")
+    assert a["epochs"] == b["epochs"] == 2
+    for mode in ("surrogate", "hard"):
+        assert a[mode]["accuracy"] == b[mode]["accuracy"] == again[mode]["accuracy"]
+        assert a[mode] == b[mode]
+    assert final["hard"]["accuracy"] == b["hard"]["accuracy"]
+    wa, wb = _checkpoint_model(straight), _checkpoint_model(resumed)
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    # the initialisation ran once, before the first epoch, and not again on resuming
+    init = read_json(resumed / "init.json")
     assert init["target_rate"] == 0.1 and len(init["layers"]) == 1
-    assert 0 <= final["hard"]["accuracy"] <= 1
-    _, model = load_run(tmp_path / "run")
+    assert init == init_before_resume == read_json(straight / "init.json")
+    _, model = load_run(resumed)
     assert next(lif_layers(model)).surrogate.slope == pytest.approx(4.0)  # the final slope
     # evaluation reads the deployed network: batch norm folded into the convolution
     assert not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())

@@ -7,7 +7,7 @@ from sast.cli import main
 from sast.data import DATASETS, load_frames, split_available
 from sast.runs.folder import read_json
 
-from .conftest import SHARED_DATA
+from ..conftest import SHARED_DATA
 from .test_dvsgesture import TRIALS, write_release
 
 NMNIST = SHARED_DATA / "nmnist"

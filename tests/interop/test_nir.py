@@ -29,7 +29,7 @@ from sast.interop.nir import DEFAULT_DT, SubtractiveResetError, export_nir, lif_
 from sast.layers import lif_attributes
 from sast.models import fold_batchnorm
 
-from .test_deploy import make_model, random_frames
+from ..deploy.test_deploy import make_model, random_frames
 
 torch.set_num_threads(1)
 
@@ -430,7 +430,7 @@ def run_stepwise(net, frames):
 
 
 def runtime_case(case):
-    from .test_deploy import nmnist_samples
+    from ..deploy.test_deploy import nmnist_samples
 
     frames, _ = nmnist_samples(n_per_digit=2, digits=range(10))  # uint8 [T = 10, 20, 2, 34, 34]
     arch, opts = RUNTIME_NETWORKS[case]

@@ -3,7 +3,6 @@
 tonic is a test dependency (the ``test`` extra), so it is imported, not skipped.
 """
 
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +11,9 @@ from tonic.transforms import ToFrame
 from sast.data.events import EVENT_DTYPE, EventSet, eventset_to_frames, make_events, to_frames
 from sast.data.nmnist import NMNIST_SENSOR_SIZE, load_nmnist_files, nmnist_index
 
-NMNIST_ROOT = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "nmnist"
+from ..conftest import SHARED_DATA
+
+NMNIST_ROOT = SHARED_DATA / "nmnist"
 
 
 def tonic_frames(events: np.ndarray, sensor_size, n_time_bins: int) -> np.ndarray:

@@ -7,7 +7,7 @@ import pytest
 
 from sast.data.synthetic import synthetic_nmnist
 
-from .conftest import SHARED_DATA
+from ..conftest import SHARED_DATA
 
 MANIFEST = SHARED_DATA / "nmnist" / "manifest.csv"
 

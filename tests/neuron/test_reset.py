@@ -9,10 +9,11 @@ import torch
 import sast
 from sast.cli import main
 from sast.config import RunConfig
-from sast.layers import lif_layers
+from sast.layers import LIF, lif_layers
 from sast.runs.folder import read_json
 from sast.study.report.runs import Run, group_runs
 from sast.study.sweep import config_hash
+from sast.training.loop import fit
 
 torch.set_num_threads(1)
 
@@ -103,7 +104,6 @@ def test_help_names_the_reset_option(capsys):
 
 def test_zero_reset_contraction_factors_are_the_state_jacobian():
     from sast.diagnostics.bounds import global_contraction_factor, local_contraction_factors
-    from sast.layers import LIF
 
     layer = LIF(0.8, 1.0, "sigmoid", 5.0, reset="zero")
     u = torch.linspace(-2, 3, 101, dtype=torch.float64).reshape(101, 1).requires_grad_()
@@ -115,3 +115,65 @@ def test_zero_reset_contraction_factors_are_the_state_jacobian():
     torch.testing.assert_close(factors, jac.abs())
     gamma = global_contraction_factor(layer)
     assert float(factors.max()) <= gamma + 1e-9 and gamma < float(factors.max()) + 1e-3
+
+
+def hand_membrane(current, beta, threshold, reset):
+    """The LIF recurrence with hard spikes, one step at a time in float64, written out from the
+    definitions: s[t] = H(u[t] − ϑ) and u[t] = β·u[t−1] + I[t] − ϑ·s[t−1] (subtract) or
+    u[t] = β·(1 − s[t−1])·u[t−1] + I[t] (zero), from u[−1] = s[−1] = 0."""
+    current = current.double()
+    u_prev = torch.zeros_like(current[0])
+    s_prev = torch.zeros_like(current[0])
+    us, ss = [], []
+    for t in range(current.shape[0]):
+        if reset == "subtract":
+            u = beta * u_prev + current[t] - threshold * s_prev
+        else:
+            u = beta * (1 - s_prev) * u_prev + current[t]
+        s = (u > threshold).double()
+        us.append(u)
+        ss.append(s)
+        u_prev, s_prev = u, s
+    return torch.stack(us), torch.stack(ss)
+
+
+@pytest.mark.parametrize("reset,method", [("subtract", "surrogate"), ("zero", "surrogate"),
+                                          ("zero", "ste")])
+def test_a_trained_run_carries_its_reset_and_follows_its_recurrence(tmp_path, reset, method):
+    cfg = RunConfig(method=method, reset=reset, beta=0.8, threshold=0.7, seed=4,
+                    max_train_samples=96, hidden=(16,), time_bins=6, batch_size=32, epochs=1)
+    fit(cfg, tmp_path / "run", progress=False, log=lambda *_: None)
+    assert read_json(tmp_path / "run" / "final.json")["config"]["reset"] == reset
+    loaded_cfg, model = sast.load_run(tmp_path / "run")
+    assert loaded_cfg.reset == reset
+    layers = list(lif_layers(model))
+    assert len(layers) == 1
+    layer = layers[0]
+    assert isinstance(layer, LIF)
+    assert layer.reset == reset and f"reset={reset!r}" in repr(layer)
+    assert float(layer.beta) == pytest.approx(0.8) and float(layer.threshold) == pytest.approx(0.7)
+
+    g = torch.Generator().manual_seed(11)
+    frames = (torch.rand(6, 4, 2, 34, 34, generator=g) < 0.3).float() * 3
+    outputs = []
+    hook = layer.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+    try:
+        with torch.no_grad(), sast.spike_mode(model, "hard"):
+            layer.record = True
+            model(frames)
+            u = layer.membrane.double()
+            current = model[1](model[0](frames))
+    finally:
+        hook.remove()
+        layer.record, layer.membrane = False, None
+    spikes = outputs[0].double()
+
+    expected_u, expected_s = hand_membrane(current, 0.8, 0.7, reset)
+    # enough spikes, and neurons that go on after a spike, for the reset to matter
+    assert 0.05 < float(expected_s[:-1].mean()) < 0.95
+    torch.testing.assert_close(u, expected_u, rtol=1e-5, atol=1e-5)
+    assert torch.equal(spikes, expected_s)
+    # the other reset's recurrence gives a different trajectory on the same input
+    other = "zero" if reset == "subtract" else "subtract"
+    other_u, _ = hand_membrane(current, 0.8, 0.7, other)
+    assert float((other_u - u).abs().max()) > 0.1

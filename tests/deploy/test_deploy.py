@@ -32,7 +32,7 @@ from sast.layers import lif_attributes, lif_layers, spike_mode
 from sast.protocol.deploy import deploy_model
 from sast.runs.folder import read_json
 
-from .conftest import SHARED_DATA
+from ..conftest import SHARED_DATA
 
 torch.set_num_threads(1)
 

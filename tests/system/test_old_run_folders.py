@@ -2,7 +2,6 @@
 see its README) still loads and resumes: same run-folder names and config hashes, the same
 accuracies when re-evaluated, and a grown grid trains only its new run."""
 
-import concurrent.futures
 import json
 import shutil
 from pathlib import Path
@@ -12,9 +11,11 @@ import pytest
 from sast.evaluation.accuracy import evaluate_spike_modes
 from sast.runs.load import load_run
 from sast.runs.splits import prepare_data
-from sast.study.execute import execute_run, run_status
+from sast.study.execute import run_status
 from sast.study.runner import run_sweep
 from sast.study.sweep import load_sweep, run_name
+
+from ..study.test_experiment import _inline_pool
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "sweep-6000484"
 RUN = "surrogate-5d5fd7bcc5"
@@ -38,15 +39,6 @@ def test_an_old_run_folder_loads_with_its_name_and_re_evaluates_to_its_numbers(o
     for mode in ("surrogate", "hard"):
         assert scores[mode]["accuracy"] == pytest.approx(final[mode]["accuracy"], abs=1e-12)
         assert scores[mode]["loss"] == pytest.approx(final[mode]["loss"], rel=1e-5)
-
-
-def _inline_pool(workers, evaluate):
-    def submit(task):
-        future = concurrent.futures.Future()
-        future.set_result(execute_run(task[0].to_dict(), str(task[1]), evaluate))
-        return future
-
-    yield submit
 
 
 def test_an_old_sweep_resumes_keeping_its_finished_run(old_sweep, monkeypatch):

@@ -29,3 +29,17 @@ def _denormals_back_on():
     every test the IEEE default back, which hypothesis checks for."""
     yield
     torch.set_flush_denormal(False)
+
+
+def assert_figure(path: Path, min_pixels: int = 300) -> None:
+    """``path`` is a PNG at least ``min_pixels`` on each side whose pixels are not all one
+    colour, and of which at least 1 % differ from the background (the corner pixel)."""
+    import numpy as np
+    from matplotlib import image
+
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    pixels = image.imread(path)[..., :3]
+    height, width = pixels.shape[:2]
+    assert min(height, width) >= min_pixels, f"{path} is {width}×{height} px"
+    drawn = np.abs(pixels - pixels[0, 0]).max(axis=-1) > 0.05
+    assert drawn.mean() > 0.01, f"{path} is blank ({drawn.mean():.2%} of pixels drawn)"

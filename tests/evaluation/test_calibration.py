@@ -1,8 +1,10 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
+from scipy import optimize
 
 from sast.evaluation.calibration import (
     brier_score,
@@ -169,6 +171,31 @@ def test_temperature_scaling_never_increases_nll_on_its_fitting_data(factor, see
         assert t > 0
         assert negative_log_likelihood(logits / t, labels) <= negative_log_likelihood(
             logits, labels)
+
+
+@pytest.mark.parametrize("factor", [0.3, 1.0, 2.5, 6.0])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_fit_temperature_matches_scipy_minimize_scalar_on_the_same_logits(factor, seed):
+    """The fitted temperature against scipy's bounded Brent search over ``u = log T`` of the
+    NLL written in numpy: the same minimiser to 1e-4 in T, and no lower NLL than scipy's."""
+    true_logits = _true_logits(2000, 7, seed)
+    labels = _sampled_labels(true_logits, seed + 20)
+    logits = (true_logits * factor).numpy()
+    y = labels.numpy()
+
+    def nll(u: float) -> float:
+        z = logits * np.exp(-u)
+        top = z.max(axis=1, keepdims=True)
+        log_norm = top[:, 0] + np.log(np.exp(z - top).sum(axis=1))
+        return float(np.mean(log_norm - z[np.arange(len(y)), y]))
+
+    best = optimize.minimize_scalar(nll, bounds=(-5.0, 5.0), method="bounded",
+                                    options={"xatol": 1e-10})
+    assert best.success
+    t = fit_temperature(torch.from_numpy(logits), labels)
+    assert t == pytest.approx(math.exp(best.x), rel=1e-4)
+    assert nll(math.log(t)) <= best.fun + 1e-12
+    assert t == pytest.approx(factor, rel=0.15)
 
 
 def test_fit_temperature_is_deterministic_and_keeps_one_when_nll_is_flat():

@@ -22,6 +22,8 @@ from sast.models import build_model
 from sast.runs.folder import read_json
 from sast.training.loop import fit
 
+from ..conftest import assert_figure
+
 
 def toy_data(n=40, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -128,26 +130,57 @@ def test_candidate_scores_reuse_the_prefix_and_equal_whole_evaluations():
             assert acc == whole["accuracy"] and nll == pytest.approx(whole["loss"], rel=1e-6)
 
 
-def test_robustness_curve_uses_clean_data_at_zero_and_each_seed_otherwise():
+def _direct_accuracy(model, data, mode):
+    """Accuracy from one forward pass over all of ``data``, argmax of the logits."""
+    frames, labels = data.batch(slice(None))
+    for layer in model.modules():
+        if isinstance(layer, LIF):
+            layer.spike_mode = mode
+    try:
+        with torch.no_grad():
+            logits = model.eval()(frames.transpose(0, 1).float())
+    finally:
+        for layer in model.modules():
+            if isinstance(layer, LIF):
+                layer.spike_mode = "surrogate"
+    return float((logits.argmax(-1) == labels).double().mean())
+
+
+def test_robustness_curve_against_a_direct_recomputation():
+    """Every level's mean and (population) std over corruption seeds equal those of accuracies
+    recomputed here, one forward pass per corrupted copy of the data; level 0 is the clean data."""
     model, data = toy_model(), toy_data()
+    with torch.no_grad():  # weights large enough to fire, labels the clean surrogate predictions
+        for weight in (p for p in model.parameters() if p.dim() > 1):
+            weight.mul_(4)
+        frames, _ = data.batch(slice(None))
+        data = FrameSet(frames, model.eval()(frames.transpose(0, 1).float()).argmax(-1), 10)
     calls = []
+
+    def drop(seed, p):
+        frames, labels = data.batch(slice(None))
+        g = torch.Generator().manual_seed(seed)
+        keep = torch.rand(frames.shape, generator=g) >= p
+        return FrameSet(frames * keep, labels, 10)
 
     def frames_under(corruption, seed):
         calls.append((corruption, seed))
-        if corruption is None:
-            return data
-        frames, labels = data.batch(slice(None))
-        g = torch.Generator().manual_seed(seed)
-        keep = torch.rand(frames.shape, generator=g) >= corruption.p
-        return FrameSet(frames * keep, labels, 10)
+        return data if corruption is None else drop(seed, corruption.p)
 
-    curve = robustness_curve(model, frames_under, "drop", (0.0, 0.5), seeds=(0, 1))
-    assert calls[0] == (None, 0) and [s for _, s in calls[1:]] == [0, 1]
-    clean = evaluate_mode(model, data, "hard")["accuracy"]
-    assert curve["hard"]["raw"][0] == [clean, clean] and curve["hard"]["std"][0] == 0
-    raw = np.asarray(curve["surrogate"]["raw"][1])
-    assert curve["surrogate"]["mean"][1] == pytest.approx(raw.mean())
-    assert curve["surrogate"]["std"][1] == pytest.approx(raw.std())
+    levels, seeds = (0.0, 0.3, 0.6), (0, 1, 2)
+    curve = robustness_curve(model, frames_under, "drop", levels, seeds=seeds)
+    assert calls[0] == (None, 0) and [s for _, s in calls[1:]] == [*seeds, *seeds]
+    for mode in ("surrogate", "hard"):
+        for i, level in enumerate(levels):
+            accs = [_direct_accuracy(model, data if level == 0 else drop(seed, level), mode)
+                    for seed in seeds]
+            mean = sum(accs) / len(accs)
+            std = (sum((a - mean) ** 2 for a in accs) / len(accs)) ** 0.5
+            assert curve[mode]["mean"][i] == pytest.approx(mean, abs=1e-12), (mode, level)
+            assert curve[mode]["std"][i] == pytest.approx(std, abs=1e-12), (mode, level)
+        assert curve[mode]["std"][0] == pytest.approx(0, abs=1e-15)
+    assert curve["surrogate"]["mean"][0] == 1 and curve["surrogate"]["mean"][2] < 0.5
+    assert min(curve["hard"]["std"][1:]) > 0.05
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +225,7 @@ def test_evaluate_and_report_commands(two_runs, tmp_path, capsys):
     assert "| surrogate | 2 |" in report and "| sast ρ=0.3 | 2 |" in report
     for figure in ("reliability", "margins", "robustness", "loss_slice"):
         png = tmp_path / "rep" / "figures" / f"{figure}.png"
-        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+        assert_figure(png)
         assert f"figures/{figure}.png" in report
 
 

@@ -10,6 +10,8 @@ from sast.config import RunConfig
 from sast.study.report.atlas import build_cells, findings, write_atlas
 from sast.study.report.runs import Run
 
+from ..conftest import assert_figure
+
 
 def fake(method, slope, seed, surr, hard, val_hard=0.5, rho=None, arch="nmnist-conv"):
     config = RunConfig(method=method, slope=slope, seed=seed, arch=arch,
@@ -66,7 +68,7 @@ def test_write_atlas_from_run_folders(tmp_path):
     text = path.read_text()
     assert "## What the atlas shows" in text and "30.0 pp" in text
     png = tmp_path / "atlas" / "figures" / "atlas_1.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert_figure(png)
 
 
 def test_reproduce_atlas_moves_only_the_nmnist_grids_to_real_data(tmp_path, monkeypatch):

@@ -8,6 +8,8 @@ from sast.study.report import write_report
 from sast.study.report.deployment import deployment_pairs, deployment_section, figure_deployment
 from sast.study.report.runs import Run, group_runs
 
+from ..conftest import assert_figure
+
 
 def deploy(float_acc, int8, int4, synops8, qat=None):
     result = {
@@ -93,7 +95,7 @@ def test_deployment_section_numbers_are_the_seed_means(tmp_path):
     assert "paper (arXiv 2604.09696 abstract): N-MNIST" in text
     assert "baseline `surrogate`; SAST `sast ρ=0.1` (selected on validation" in text
     assert "not comparable" in text  # synthetic stand-in
-    assert (tmp_path / "deployment.png").read_bytes()[:4] == b"\x89PNG"
+    assert_figure(tmp_path / "deployment.png")
 
 
 def test_the_paper_column_follows_the_dataset(tmp_path):
@@ -152,4 +154,4 @@ def test_write_report_reads_deploy_json_from_run_folders(tmp_path):
     text = path.read_text()
     assert "## Deployment" in text and "| surrogate | 2 | 65.0 ± 5.0 | 47.0 ± 3.0 |" in text
     assert "![accuracy against weight width](figures/deployment.png)" in text
-    assert (tmp_path / "deployed" / "figures" / "deployment.png").exists()
+    assert_figure(tmp_path / "deployed" / "figures" / "deployment.png")

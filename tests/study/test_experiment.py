@@ -16,6 +16,8 @@ from sast.study.execute import run_status
 from sast.study.runner import run_sweep
 from sast.study.sweep import canonical, config_hash, expand_grid, load_sweep
 
+from ..conftest import assert_figure
+
 TIMING = ("epoch_time_s", "step_time_s", "peak_memory_mb")
 GRID = """\
 grid:
@@ -284,7 +286,7 @@ def test_a_sweep_can_deploy_every_run_after_training(tmp_path, monkeypatch):
         assert run_status(folder, cfg, sweep.evaluate) == "interrupted"
     report = write_report([sweep.out], tmp_path / "report").read_text()
     assert "## Deployment" in report and "QAT 8-bit" in report
-    assert (tmp_path / "report" / "figures" / "deployment.png").exists()
+    assert_figure(tmp_path / "report" / "figures" / "deployment.png")
 
 
 @pytest.mark.parametrize("bits", ["[1]", "[8.0]", "[]", "8", "[true]"])

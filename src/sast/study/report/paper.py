@@ -135,7 +135,7 @@ def rivals_section(groups: list[Group]) -> list[str]:
             "each method's hard accuracy after threshold calibration (per-layer threshold "
             "scales fitted on validation, free at deployment), where `sast evaluate` ran.", "",
             markdown_table(["approach", "run group", "surrogate acc %", "hard acc %", "gap pp",
-                    "compute", "hard acc % with calibrated thresholds"], rows)]
+                            "compute", "hard acc % with calibrated thresholds"], rows)]
 
 
 PLAUSIBLE_SAM_COST = (1.3, 4.0)

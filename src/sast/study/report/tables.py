@@ -61,7 +61,7 @@ def clean_table(groups: list[Group]) -> str:
             _epochs_cell(g.values(epochs_to)),
         ])
     text = markdown_table(["run group", "seeds", "surrogate acc %", "hard acc %", "gap pp",
-                   "NLL surrogate", "NLL hard", "epochs to 50 % val (surrogate)"], rows)
+                           "NLL surrogate", "NLL hard", "epochs to 50 % val (surrogate)"], rows)
     return text + (f"\n{STE_NOTE}\n" if any(_is_ste(g) for g in groups) else "")
 
 
@@ -81,7 +81,7 @@ def calibration_table(groups: list[Group]) -> str:
                 pm(g.values(lambda r: cal(r, "temperature")), digits=3),
             ])
     return markdown_table(["run group", "mode", "ECE", "MCE", "Brier", "NLL", "ECE after T-scaling",
-                   "T"], rows)
+                           "T"], rows)
 
 
 def threshold_table(groups: list[Group]) -> str:
@@ -131,8 +131,8 @@ def overhead_table(groups: list[Group]) -> str:
         ])
     ref = f" to `{base.label}`" if base else ""
     return markdown_table(["run group", "s / epoch", "ms / step", "passes / step",
-                   "gradient evaluations", "peak memory MB", f"epoch-time ratio{ref}",
-                   f"step-time ratio{ref}"], rows) + _timing_mix_note(groups)
+                           "gradient evaluations", "peak memory MB", f"epoch-time ratio{ref}",
+                           f"step-time ratio{ref}"], rows) + _timing_mix_note(groups)
 
 
 def _timing_mix_note(groups: list[Group]) -> str:
@@ -235,8 +235,8 @@ def attribution_table(groups: list[Group]) -> str:
     if not rows:
         return ""
     return markdown_table(["run group", "LIF layer", "acc lost, this layer alone hard (pp)",
-                   "acc lost, layers 1…ℓ hard (pp)", "rate surrogate", "rate hard",
-                   "% near threshold", "own drift at T (membrane units)"], rows)
+                           "acc lost, layers 1…ℓ hard (pp)", "rate surrogate", "rate hard",
+                           "% near threshold", "own drift at T (membrane units)"], rows)
 
 
 def firing_table(groups: list[Group]) -> str:
@@ -258,7 +258,7 @@ def firing_table(groups: list[Group]) -> str:
     if not rows:
         return ""
     return markdown_table(["run group", "mode", "layer", "firing rate",
-                   "% state-steps with margin < 0.1"], rows)
+                           "% state-steps with margin < 0.1"], rows)
 
 
 def splits_section(runs: list[Run]) -> list[str]:

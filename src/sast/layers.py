@@ -32,18 +32,25 @@ def check_time_first(x: Tensor, min_dim: int, what: str) -> None:
 class LIF(nn.Module):
     """Leaky integrate-and-fire neurons (see :func:`sast.lif_scan`), from zero state on every
     call: ``s[t] = spike(u[t] − ϑ)`` with, after a spike, reset by subtraction (``reset =
-    "subtract"``, the default), ``u[t] = β·u[t−1] + I[t] − ϑ·s[t−1]``, or to zero (``reset =
-    "zero"``), ``u[t] = β·(1 − s[t−1])·u[t−1] + I[t]``. With ``record = True`` the last
+    "subtract"``, the default), ``u[t] = β·u[t−1] + α·I[t] − ϑ·s[t−1]``, or to zero (``reset =
+    "zero"``), ``u[t] = β·(1 − s[t−1])·u[t−1] + α·I[t]``. With ``record = True`` the last
     membrane trajectory is kept in ``self.membrane``.
 
-    β (``beta``), ϑ (``threshold``) and the surrogate's slope k (``slope``) are buffers: saved
-    and loaded with ``state_dict`` and moved by ``.to()``. Each is one number for the layer, or
-    β and ϑ a tensor per neuron that broadcasts against one time step without its batch
-    dimension (``[features]`` after a Linear layer, ``[C, 1, 1]`` after a convolution); a layer
-    with per-neuron values runs the plain-autograd scan. Assigning a number to them works too.
+    α (``input_scale``, default 1) scales the input current: α = 1 − β is SpikingJelly's
+    ``decay_input=True`` and Norse's dt·τ⁻¹. ``reset_before_leak=True`` subtracts the threshold
+    before the leak, ``u[t] = β·(u[t−1] − ϑ·s[t−1]) + α·I[t]`` (SpikingJelly's soft reset,
+    Norse's subtractive one); it changes nothing for the reset to zero. β = 1 is an
+    integrate-and-fire neuron.
+
+    β (``beta``), ϑ (``threshold``), α (``input_scale``) and the surrogate's slope k (``slope``)
+    are buffers: saved and loaded with ``state_dict`` and moved by ``.to()``. Each is one number
+    for the layer, or β, ϑ and α a tensor per neuron that broadcasts against one time step
+    without its batch dimension (``[features]`` after a Linear layer, ``[C, 1, 1]`` after a
+    convolution); a layer with per-neuron β or ϑ runs the plain-autograd scan. Assigning a
+    number to them works too.
     """
 
-    BUFFERS = ("beta", "threshold", "slope")
+    BUFFERS = ("beta", "threshold", "slope", "input_scale")
 
     def __init__(
         self,
@@ -54,22 +61,29 @@ class LIF(nn.Module):
         spike_mode: str = "surrogate",
         implementation: str = "fused",
         reset: str = "subtract",
+        input_scale: float | Tensor = 1.0,
+        reset_before_leak: bool = False,
     ) -> None:
         super().__init__()
         beta_t = torch.as_tensor(beta, dtype=torch.float64).clone()
         threshold_t = torch.as_tensor(threshold, dtype=torch.float64).clone()
-        if not (bool((beta_t >= 0).all()) and bool((beta_t < 1).all())):
-            raise ValueError(f"beta (membrane leak) must lie in [0, 1), got {beta}")
+        scale_t = torch.as_tensor(input_scale, dtype=torch.float64).clone()
+        if not (bool((beta_t >= 0).all()) and bool((beta_t <= 1).all())):
+            raise ValueError(f"beta (membrane leak) must lie in [0, 1], got {beta}")
         if not bool((threshold_t > 0).all()):
             raise ValueError(f"threshold must be positive, got {threshold}")
+        if not bool(torch.isfinite(scale_t).all()):
+            raise ValueError(f"input_scale must be finite, got {input_scale}")
         sg = get_surrogate(surrogate, slope)
         self.register_buffer("beta", beta_t)
         self.register_buffer("threshold", threshold_t)
+        self.register_buffer("input_scale", scale_t)
         self.register_buffer("slope", torch.tensor(float(sg.slope), dtype=torch.float64))
         self.surrogate_name = sg.name
         self.spike_mode = check_spike_mode(spike_mode)
         self.implementation = _check_implementation(implementation)
         self.reset = check_reset(reset)
+        self.reset_before_leak = bool(reset_before_leak)
         self.record = False
         self.membrane: Tensor | None = None
         self._refresh_constants()
@@ -92,6 +106,7 @@ class LIF(nn.Module):
             None if self.beta.dim() else float(self.beta),
             None if self.threshold.dim() else float(self.threshold),
             float(self.slope),
+            None if self.input_scale.dim() else float(self.input_scale),
         )
 
     @property
@@ -120,7 +135,11 @@ class LIF(nn.Module):
 
     def forward(self, current: Tensor) -> Tensor:
         check_time_first(current, 2, "LIF")
-        beta, threshold, slope = self._constants
+        beta, threshold, slope, scale = self._constants
+        if scale is None:
+            current = current * self.input_scale.to(current.dtype)
+        elif scale != 1.0:
+            current = current * scale
         surrogate = get_surrogate(self.surrogate_name, slope)
         if beta is None or threshold is None:  # per neuron
             beta, threshold = self.beta.to(current.dtype), self.threshold.to(current.dtype)
@@ -129,10 +148,12 @@ class LIF(nn.Module):
             fused = self.implementation == "fused" and not torch.compiler.is_compiling()
         if fused:
             spikes, membrane = lif_scan(current, beta, threshold, surrogate, self.spike_mode,
-                                        reset=self.reset, membrane=self.record)
+                                        reset=self.reset, membrane=self.record,
+                                        reset_before_leak=self.reset_before_leak)
         else:
             spikes, membrane = lif_scan_reference(current, beta, threshold, surrogate,
-                                                  self.spike_mode, reset=self.reset)
+                                                  self.spike_mode, reset=self.reset,
+                                                  reset_before_leak=self.reset_before_leak)
         self.membrane = membrane if self.record else None
         return spikes
 
@@ -140,9 +161,12 @@ class LIF(nn.Module):
         def show(t: Tensor) -> str:
             return f"{float(t):g}" if t.dim() == 0 else f"per neuron {tuple(t.shape)}"
 
+        extra = "" if self._constants[3] == 1.0 else f"input_scale={show(self.input_scale)}, "
+        if self.reset_before_leak and self.reset == "subtract":
+            extra += "reset_before_leak=True, "
         return (
             f"beta={show(self.beta)}, threshold={show(self.threshold)}, reset={self.reset!r}, "
-            f"surrogate={self.surrogate_name}(k={float(self.slope):g}), "
+            f"{extra}surrogate={self.surrogate_name}(k={float(self.slope):g}), "
             f"spike_mode={self.spike_mode!r}, implementation={self.implementation!r}"
         )
 

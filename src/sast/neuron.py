@@ -2,10 +2,15 @@
 
 Leaky integrate-and-fire dynamics, zero initial state, time-first, with one of two resets:
 
-    ``reset="subtract"`` (the default):  u[t] = β·u[t−1] + I[t] − ϑ·s[t−1]
+    ``reset="subtract"`` (the default):  u[t] = β·u[t−1] + I[t] − r·s[t−1]
     ``reset="zero"``:                    u[t] = β·(1 − s[t−1])·u[t−1] + I[t]
 
     s[t] = spike(u[t] − ϑ),      u[−1] = s[−1] = 0
+
+The subtracted amount r is ϑ when the reset follows the leak (the default, as snnTorch's
+``Leaky``) and β·ϑ with ``reset_before_leak=True``, u[t] = β·(u[t−1] − ϑ·s[t−1]) + I[t] (as
+SpikingJelly's soft reset and Norse's subtractive reset). The reset to zero is the same either
+way. β = 1 is an integrate-and-fire neuron.
 
 u[t] is the membrane *before* its own reset: a neuron that fires at t (s[t] = 1) enters step
 t + 1 at u[t] − ϑ (subtraction) or at 0 (zero). With hard spikes the zero reset sets the
@@ -52,6 +57,7 @@ def lif_scan_reference(
     mode: str = "surrogate",
     slope: float | None = None,
     reset: str = "subtract",
+    reset_before_leak: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """LIF scan in plain autograd (any order of derivatives; β and ϑ may be tensors that
     broadcast against one time step and may require grad).
@@ -67,10 +73,11 @@ def lif_scan_reference(
         return current.clone(), current.clone()
     u = torch.zeros_like(current[0])
     s = torch.zeros_like(current[0])
+    reset_by = beta * threshold if reset_before_leak else threshold
     spikes, membrane = [], []
     for i_t in current.unbind(0):
         if reset == "subtract":
-            u = beta * u + i_t - threshold * s
+            u = beta * u + i_t - reset_by * s
         else:
             u = beta * ((1.0 - s) * u) + i_t
         s = spike(u - threshold, sg, mode)
@@ -86,13 +93,14 @@ class _LIFScan(torch.autograd.Function):
     upstream gradients ḡ_s[t], ḡ_u[t] of the loss with respect to the returned spikes and
     membrane, the total gradient g[t] = dL/du[t] obeys, with g[T] = 0 and dL/dI[t] = g[t],
 
-        subtract:  g[t] = ḡ_u[t] + d[t]·(ḡ_s[t] − ϑ·g[t+1]) + β·g[t+1]
+        subtract:  g[t] = ḡ_u[t] + d[t]·(ḡ_s[t] − r·g[t+1]) + β·g[t+1]
         zero:      g[t] = ḡ_u[t] + d[t]·(ḡ_s[t] − β·u[t]·g[t+1]) + β·(1 − s[t])·g[t+1]
 
     The bracket is ∂L/∂s[t] (the spike's own gradient plus its reset path, ∂u[t+1]/∂s[t] =
-    −ϑ or −β·u[t]); the factor of g[t+1] outside it is the direct ∂u[t+1]/∂u[t]. Both passes
-    run one time step at a time on slices of ``[B, ...]``, so that the few operations of a step
-    read and write memory the cache already holds. In surrogate mode the sigmoid's
+    −r or −β·u[t], r the subtracted amount of the module docstring); the factor of g[t+1]
+    outside it is the direct ∂u[t+1]/∂u[t]. Both passes run one time step at a time on slices
+    of ``[B, ...]``, so that the few operations of a step read and write memory the cache
+    already holds. In surrogate mode the sigmoid's
     d = k·s·(1 − s) is read from the saved spikes, and with the subtractive reset the backward
     pass needs no membrane at all: the forward pass then keeps only the current step's state
     unless the membrane is asked for. Other surrogates, the ste mode and the zero reset read
@@ -101,25 +109,25 @@ class _LIFScan(torch.autograd.Function):
     The forward pass of the subtractive reset in surrogate mode runs on the scaled distance to
     threshold x[t] = k·(u[t] − ϑ), so that the spike is the surrogate of x[t] itself:
 
-        x[0] = k·(I[0] − ϑ),   x[t] = β·x[t−1] + k·I[t] + k·ϑ·(β − 1) − k·ϑ·s[t−1],
+        x[0] = k·(I[0] − ϑ),   x[t] = β·x[t−1] + k·I[t] + k·ϑ·(β − 1) − k·r·s[t−1],
         s[t] = σ_1(x[t]),      u[t] = x[t]/k + ϑ.
     """
 
     @staticmethod
-    def forward(ctx, current, beta, threshold, surrogate, mode, reset, keep_membrane):  # noqa: ANN001
+    def forward(ctx, current, beta, threshold, reset_by, surrogate, mode, reset, keep_membrane):  # noqa: ANN001, E501
         ctx.set_materialize_grads(False)
         d_from_spikes = mode == "surrogate" and isinstance(surrogate, SigmoidSurrogate)
         backward_reads_membrane = mode == "ste" or (
             mode == "surrogate" and (reset == "zero" or not d_from_spikes))
         keep = keep_membrane or backward_reads_membrane
         if reset == "subtract" and mode == "surrogate":
-            spikes, membrane = _forward_scaled(current, beta, threshold, surrogate, keep)
+            spikes, membrane = _forward_scaled(current, beta, threshold, reset_by, surrogate, keep)
         else:
-            spikes, membrane = _forward_direct(current, beta, threshold, surrogate, mode, reset,
-                                               keep)
+            spikes, membrane = _forward_direct(current, beta, threshold, reset_by, surrogate, mode,
+                                               reset, keep)
         ctx.save_for_backward(membrane if backward_reads_membrane else None, spikes)
         ctx.beta, ctx.threshold, ctx.surrogate, ctx.mode = beta, threshold, surrogate, mode
-        ctx.reset, ctx.d_from_spikes = reset, d_from_spikes
+        ctx.reset, ctx.d_from_spikes, ctx.reset_by = reset, d_from_spikes, reset_by
         return spikes, membrane if keep_membrane else None
 
     @staticmethod
@@ -128,7 +136,8 @@ class _LIFScan(torch.autograd.Function):
         membrane, spikes = ctx.saved_tensors
         beta, threshold, surrogate, reset = ctx.beta, ctx.threshold, ctx.surrogate, ctx.reset
         if grad_spikes is None and grad_membrane is None:
-            return None, None, None, None, None, None, None
+            return None, None, None, None, None, None, None, None
+        reset_by = ctx.reset_by
         spike_path = ctx.mode != "hard"
         grad_current = torch.empty_like(spikes)
         d_buffer = torch.empty_like(spikes[0]) if ctx.d_from_spikes else None
@@ -157,18 +166,19 @@ class _LIFScan(torch.autograd.Function):
             if g_next is None:
                 ds = grad_spikes[t]
             elif reset == "subtract":
-                ds = (torch.mul(g_next, -threshold, out=ds_buffer) if grad_spikes is None else
-                      torch.add(grad_spikes[t], g_next, alpha=-threshold, out=ds_buffer))
+                ds = (torch.mul(g_next, -reset_by, out=ds_buffer) if grad_spikes is None else
+                      torch.add(grad_spikes[t], g_next, alpha=-reset_by, out=ds_buffer))
             else:
                 ds = torch.mul(membrane[t], g_next, out=ds_buffer).mul_(-beta)
                 if grad_spikes is not None:
                     ds.add_(grad_spikes[t])
             g.addcmul_(d, ds, value=scale)
-        return grad_current, None, None, None, None, None, None
+        return grad_current, None, None, None, None, None, None, None
 
 
 def _forward_scaled(
-    current: Tensor, beta: float, threshold: float, surrogate: Surrogate, keep_membrane: bool
+    current: Tensor, beta: float, threshold: float, reset_by: float, surrogate: Surrogate,
+    keep_membrane: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """Subtractive reset, surrogate mode, on x = k·(u − ϑ) (see :class:`_LIFScan`); the
     membrane is written only if ``keep_membrane``."""
@@ -180,7 +190,7 @@ def _forward_scaled(
         if t == 0:
             torch.mul(current[0], k, out=x).sub_(k * threshold)
         else:
-            x.mul_(beta).add_(current[t], alpha=k).sub_(spikes[t - 1], alpha=k * threshold)
+            x.mul_(beta).add_(current[t], alpha=k).sub_(spikes[t - 1], alpha=k * reset_by)
             x.add_(k * threshold * (beta - 1.0))
         surrogate.of_scaled(x, out=spikes[t])
         if membrane is not None:
@@ -189,8 +199,8 @@ def _forward_scaled(
 
 
 def _forward_direct(
-    current: Tensor, beta: float, threshold: float, surrogate: Surrogate, mode: str, reset: str,
-    keep_membrane: bool,
+    current: Tensor, beta: float, threshold: float, reset_by: float, surrogate: Surrogate,
+    mode: str, reset: str, keep_membrane: bool,
 ) -> tuple[Tensor, Tensor | None]:
     """The membrane recurrence as written in the module docstring, one step at a time; the
     membrane is written only if ``keep_membrane``, else one step's state is kept."""
@@ -206,7 +216,7 @@ def _forward_direct(
             s_prev = spikes[t - 1]
             if reset == "subtract":
                 torch.add(i_t, u_prev, alpha=beta, out=u_t)
-                u_t.sub_(s_prev, alpha=threshold)
+                u_t.sub_(s_prev, alpha=reset_by)
             else:  # zero: β·((1 − s)·u) + I
                 torch.addcmul(u_prev, u_prev, s_prev, value=-1.0, out=u_t)
                 torch.add(i_t, u_t, alpha=beta, out=u_t)
@@ -227,6 +237,7 @@ def lif_scan(
     slope: float | None = None,
     reset: str = "subtract",
     membrane: bool = True,
+    reset_before_leak: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
     """Run LIF neurons over all time steps; return ``(spikes, membrane)``, each ``[T, B, ...]``.
 
@@ -234,6 +245,7 @@ def lif_scan(
     state)::
 
         u[t] = β·u[t−1] + I[t] − ϑ·s[t−1]        (reset="subtract", the default)
+        u[t] = β·(u[t−1] − ϑ·s[t−1]) + I[t]      (reset="subtract", reset_before_leak=True)
         u[t] = β·(1 − s[t−1])·u[t−1] + I[t]      (reset="zero")
         s[t] = spike(u[t] − ϑ)
 
@@ -272,9 +284,12 @@ def lif_scan(
         from sast.kernels.triton_lif import lif_scan_triton, use_triton
 
         if use_triton(current, sg := resolve_surrogate(surrogate, slope)):
-            spikes, u = lif_scan_triton(current, float(beta), float(threshold), sg, mode, reset)
+            spikes, u = lif_scan_triton(current, float(beta), float(threshold), sg, mode, reset,
+                                        reset_before_leak)
             return spikes, u if membrane else None
     if current.shape[0] == 0:  # no time steps: empty spikes and membrane
         return current.clone(), current.clone() if membrane else None
-    return _LIFScan.apply(current, float(beta), float(threshold),
-                          resolve_surrogate(surrogate, slope), mode, reset, bool(membrane))
+    beta, threshold = float(beta), float(threshold)
+    reset_by = beta * threshold if reset_before_leak else threshold
+    return _LIFScan.apply(current, beta, threshold, reset_by, resolve_surrogate(surrogate, slope),
+                          mode, reset, bool(membrane))

@@ -85,6 +85,23 @@ def test_matches_reference(family: str, mode: str, reset: str) -> None:
 
 
 @pytest.mark.usefixtures("interpret")
+@pytest.mark.parametrize("mode", SPIKE_MODES)
+def test_reset_before_the_leak_matches_reference(mode: str) -> None:
+    x = _current((9, 5, 6), seed=7).requires_grad_()
+    sg = get_surrogate("sigmoid", 4.0)
+    s, u = lif_scan_triton(x, BETA, THRESHOLD, sg, mode, "subtract", reset_before_leak=True)
+    s_ref, u_ref = lif_scan_reference(x, BETA, THRESHOLD, sg, mode, reset_before_leak=True)
+    torch.testing.assert_close(u, u_ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(s, s_ref, rtol=1e-5, atol=1e-5)
+    g = torch.randn_like(x)
+    outs = [(s, g), (u, g)]
+    torch.testing.assert_close(_grad(outs, x), _grad([(s_ref, g), (u_ref, g)], x),
+                               rtol=1e-5, atol=1e-5)
+    _, u_after = lif_scan_reference(x, BETA, THRESHOLD, sg, mode)
+    assert not torch.allclose(u_ref, u_after)
+
+
+@pytest.mark.usefixtures("interpret")
 def test_atan_surrogate_over_a_wide_range() -> None:
     # the kernel's own arctan (Cephes' range reduction and polynomial): x from ±1e−6 to ±1e6
     x = torch.logspace(-6, 6, 400)
@@ -217,7 +234,7 @@ def test_kernels_compile_for_a_gpu(monkeypatch: pytest.MonkeyPatch, dtype: str, 
     fwd, bwd = kernels()
     ptr, const = f"*{dtype}", "constexpr"
     switches = {"SURROGATE": family, "MODE": mode, "RESET": reset}
-    scalars = {"beta": "fp32", "threshold": "fp32", "slope": "fp32"}
+    scalars = {"beta": "fp32", "threshold": "fp32", "reset_by": "fp32", "slope": "fp32"}
     signature = {"i_ptr": ptr, "s_ptr": ptr, "u_ptr": ptr, "T": const, "N": "i32", **scalars,
                  **dict.fromkeys(switches, const), "BLOCK": const}
     sources = [ASTSource(fwd, signature, {"T": 16, **switches, "BLOCK": 512})]

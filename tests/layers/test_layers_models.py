@@ -119,7 +119,7 @@ def test_build_errors():
     with pytest.raises(ValueError, match="unknown readout"):
         build_model("nmnist-mlp", readout="max")
     with pytest.raises(ValueError, match="beta"):
-        LIF(beta=1.0)
+        LIF(beta=1.01)
     with pytest.raises(ValueError, match=r"time-first frames \[T, B, ...\]"):
         build_model("nmnist-mlp")(torch.zeros(2, 10))
 
@@ -148,7 +148,7 @@ def test_lif_parameters_are_buffers_saved_with_the_model_and_may_be_per_neuron()
     layer = LIF(beta=0.8, threshold=1.2, surrogate="atan", slope=3.0)
     state = layer.state_dict()
     assert {k: float(v) for k, v in state.items()} == {"beta": 0.8, "threshold": 1.2,
-                                                       "slope": 3.0}
+                                                       "slope": 3.0, "input_scale": 1.0}
     other = LIF()
     other.load_state_dict(state)
     assert (float(other.beta), float(other.threshold)) == (0.8, 1.2)
@@ -191,3 +191,19 @@ def test_compiled_lif_net_has_no_graph_break_and_follows_its_slope(per_neuron):
     set_slope(model, 0.5)   # β, ϑ and k are compile-time constants: a change must reach the graph
     torch.testing.assert_close(compiled(x), model(x))
     torch._dynamo.reset()
+
+
+def test_lif_input_scale_scales_the_current_and_may_be_per_neuron():
+    torch.manual_seed(0)
+    x = torch.randn(7, 3, 4) * 3
+    for mode in ("surrogate", "hard"):
+        scaled = LIF(beta=0.7, input_scale=0.3, spike_mode=mode)(x)
+        assert torch.allclose(scaled, LIF(beta=0.7, spike_mode=mode)(0.3 * x), atol=1e-6)
+    alpha = torch.tensor([0.1, 0.5, 1.0, 2.0])
+    per = LIF(beta=0.7, input_scale=alpha, spike_mode="hard")
+    assert torch.equal(per(x), LIF(beta=0.7, spike_mode="hard")(x * alpha))
+    assert "input_scale=per neuron (4,)" in repr(per)
+    before = LIF(beta=0.7, reset_before_leak=True)
+    assert "reset_before_leak=True" in repr(before) and "reset_before_leak" not in repr(LIF())
+    with pytest.raises(ValueError, match="input_scale"):
+        LIF(input_scale=float("nan"))

@@ -331,3 +331,64 @@ def test_the_sigmoid_scan_keeps_only_its_spikes_for_the_backward_pass(membrane):
             2 * x.numel())
     assert saved_elements(lambda c: lif_scan(c, mode="hard", membrane=membrane), x) == (
         x.numel())
+
+
+def _before_leak_trajectory(current, beta, threshold, spike_fn):
+    """u = β·(u' − ϑ·s') + I, written out in plain floats."""
+    u_prev, s_prev, us, ss = 0.0, 0.0, [], []
+    for i in current:
+        u = beta * (u_prev - threshold * s_prev) + i
+        s = spike_fn(u - threshold)
+        us.append(u)
+        ss.append(s)
+        u_prev, s_prev = u, s
+    return us, ss
+
+
+@pytest.mark.parametrize("scan", SCANS)
+@pytest.mark.parametrize("mode", ["surrogate", "hard", "ste"])
+def test_reset_before_leak_matches_a_hand_computed_trajectory(scan, mode):
+    current = [0.9, 0.7, 0.8, 0.0, 1.4, 0.3]
+    sg = get_surrogate("sigmoid", 5.0)
+    spike_fn = ((lambda x: 1.0 / (1.0 + math.exp(-5.0 * x))) if mode == "surrogate"
+                else (lambda x: float(x > 0)))
+    us, ss = _before_leak_trajectory(current, 0.6, 1.0, spike_fn)
+    s, u = scan(torch.tensor(current, dtype=torch.float64)[:, None], 0.6, 1.0, sg, mode,
+                reset="subtract", reset_before_leak=True)
+    assert u.flatten().tolist() == pytest.approx(us, abs=1e-12)
+    assert s.flatten().tolist() == pytest.approx(ss, abs=1e-12)
+    if mode != "surrogate":
+        assert sum(ss) >= 2  # the reset path was taken
+    after, _ = hand_trajectory(current, 0.6, 1.0, spike_fn)
+    assert us != pytest.approx(after)  # the option changes the dynamics
+
+
+@pytest.mark.parametrize("scan", SCANS)
+def test_integrate_and_fire_beta_one(scan):
+    s, u = scan(torch.tensor([[0.4], [0.4], [0.4], [0.4]]), 1.0, 1.0, "sigmoid", "hard")
+    assert [round(v, 6) for v in u.flatten().tolist()] == [0.4, 0.8, 1.2, 0.6]
+    assert s.flatten().tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+@pytest.mark.parametrize("mode", ["surrogate", "ste", "hard"])
+@pytest.mark.parametrize("name", sorted(SURROGATES))
+def test_fused_gradient_equals_reference_with_the_reset_before_the_leak(mode, name):
+    torch.manual_seed(2)
+    x = (1.5 * torch.randn(12, 4, 7, dtype=torch.float64)).requires_grad_()
+    w_s, w_u = torch.randn_like(x), torch.randn_like(x)
+    grads = []
+    for scan in SCANS:
+        s, u = scan(x, 0.7, 1.1, get_surrogate(name, 4.0), mode, reset_before_leak=True)
+        loss = (s * w_s).sum() + (u * w_u).sum() + 0.0 * x.sum()
+        grads.append(torch.autograd.grad(loss, x)[0])
+    assert torch.allclose(grads[0], grads[1], rtol=0, atol=1e-12)
+
+
+def test_reset_before_leak_gradient_matches_finite_differences():
+    x = (torch.randn(8, 3, dtype=torch.float64) * 1.5).requires_grad_()
+
+    def loss(x):
+        s, u = lif_scan_reference(x, 0.8, 1.0, "sigmoid", "surrogate", reset_before_leak=True)
+        return (s * torch.arange(24.0, dtype=x.dtype).view(8, 3)).sum() + u.square().sum()
+
+    assert torch.autograd.gradcheck(loss, (x,), eps=1e-6, atol=1e-7)

@@ -159,6 +159,7 @@ def read_topology(model: SpikingNet) -> Topology:
                 close("leaky", np.asarray(op[1], dtype=np.float64), None)
             readout = op[0]
         elif isinstance(op, LIF):
+            _check_deployable(op)
             close("lif", _buffer(op.beta), _buffer(op.threshold), op.reset)
         elif isinstance(op, nn.AvgPool2d):
             pool = _check_pool(op, pool, flatten)
@@ -175,6 +176,20 @@ def read_topology(model: SpikingNet) -> Topology:
     if readout is None or pending is not None or not stages:
         raise ValueError("the network must end in a leaky or spike-count readout")
     return Topology(tuple(stages), input_shape, readout)  # type: ignore[arg-type]
+
+
+def _check_deployable(layer: LIF) -> None:
+    """The integer path runs u[t] = β·u[t−1] + I[t] − ϑ·s[t−1] (or the reset to zero) on the
+    synaptic current itself; a layer that scales its input or resets before the leak is
+    refused rather than deployed as another network."""
+    if layer.input_scale.dim() or float(layer.input_scale) != 1.0:
+        raise ValueError("cannot deploy a LIF layer with input_scale ≠ 1 on the integer path: "
+                         "fold the scale into the synaptic weights first")
+    if layer.reset_before_leak and layer.reset == "subtract":
+        raise ValueError("cannot deploy a LIF layer that resets before the leak "
+                         "(reset_before_leak=True) on the integer path")
+    if bool((layer.beta >= 1).any()):
+        raise ValueError("cannot deploy an integrate-and-fire layer (β = 1) on the integer path")
 
 
 def _check_pool(op: nn.AvgPool2d, pool: int, flatten: bool) -> int:

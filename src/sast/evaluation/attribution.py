@@ -114,10 +114,10 @@ def activity_divergence(
                     for i, layer in enumerate(layers):
                         u_s, u_h = runs["surrogate"][0][i], runs["hard"][0][i]
                         s_s, s_h = runs["surrogate"][1][i], runs["hard"][1][i]
-                        _, u_iso = lif_scan_reference(runs["surrogate"][2][i].double(),
-                                                      layer.beta, layer.threshold,
-                                                      layer.surrogate, "hard",
-                                                      reset=layer.reset)
+                        current = runs["surrogate"][2][i].double() * layer.input_scale
+                        _, u_iso = lif_scan_reference(
+                            current, layer.beta, layer.threshold, layer.surrogate, "hard",
+                            reset=layer.reset, reset_before_leak=layer.reset_before_leak)
                         acc = sums[i]
                         acc["rate_surrogate"] += float(s_s.sum())
                         acc["rate_hard"] += float(s_h.sum())

@@ -46,7 +46,7 @@ _INV_SQRT_2 = _c(0.7071067811865476)
 _INV_SQRT_2PI = _c(0.3989422804014327)
 
 
-def _lif_fwd(i_ptr, s_ptr, u_ptr, T: tl.constexpr, N, beta, threshold, slope,
+def _lif_fwd(i_ptr, s_ptr, u_ptr, T: tl.constexpr, N, beta, threshold, reset_by, slope,
              SURROGATE: tl.constexpr, MODE: tl.constexpr, RESET: tl.constexpr,
              BLOCK: tl.constexpr):
     pid = tl.program_id(0)
@@ -56,8 +56,8 @@ def _lif_fwd(i_ptr, s_ptr, u_ptr, T: tl.constexpr, N, beta, threshold, slope,
     s = tl.full([BLOCK], 0.0, tl.float32)
     for _ in range(T):
         i_t = tl.load(i_ptr + off, mask=mask, other=0.0).to(tl.float32)
-        if RESET == 0:  # subtract: u = β·u + I − ϑ·s
-            u = beta * u + i_t - threshold * s
+        if RESET == 0:  # subtract: u = β·u + I − r·s (r = ϑ, or β·ϑ before the leak)
+            u = beta * u + i_t - reset_by * s
         else:  # zero: u = β·((1 − s)·u) + I
             u = beta * ((1.0 - s) * u) + i_t
         x = u - threshold
@@ -87,7 +87,8 @@ def _lif_fwd(i_ptr, s_ptr, u_ptr, T: tl.constexpr, N, beta, threshold, slope,
         off += N
 
 
-def _lif_bwd(gs_ptr, gu_ptr, u_ptr, s_ptr, gi_ptr, T: tl.constexpr, N, last, beta, threshold, slope,
+def _lif_bwd(gs_ptr, gu_ptr, u_ptr, s_ptr, gi_ptr, T: tl.constexpr, N, last, beta, threshold,
+             reset_by, slope,
              SURROGATE: tl.constexpr, MODE: tl.constexpr, RESET: tl.constexpr,
              HAS_GS: tl.constexpr, HAS_GU: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
@@ -101,8 +102,8 @@ def _lif_bwd(gs_ptr, gu_ptr, u_ptr, s_ptr, gi_ptr, T: tl.constexpr, N, last, bet
         else:
             grad_s = tl.full([BLOCK], 0.0, tl.float32)
         if RESET == 0:
-            # ∂L/∂s[t] = ḡ_s[t] − ϑ·g[t+1]; direct path β·g[t+1]
-            grad_s = grad_s - threshold * g_next
+            # ∂L/∂s[t] = ḡ_s[t] − r·g[t+1]; direct path β·g[t+1]
+            grad_s = grad_s - reset_by * g_next
             g = beta * g_next
             if MODE != 1:
                 u_t = tl.load(u_ptr + off, mask=mask, other=0.0).to(tl.float32)

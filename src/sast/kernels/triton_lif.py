@@ -133,7 +133,7 @@ class _TritonLIFScan(torch.autograd.Function):
     """:class:`sast.neuron._LIFScan` with both passes as single Triton kernels."""
 
     @staticmethod
-    def forward(ctx, current, beta, threshold, surrogate, mode, reset):  # noqa: ANN001
+    def forward(ctx, current, beta, threshold, reset_by, surrogate, mode, reset):  # noqa: ANN001
         from sast.kernels.triton_kernels import kernels
 
         x, spikes = _time_major_dense(current)
@@ -144,7 +144,7 @@ class _TritonLIFScan(torch.autograd.Function):
             fwd, _ = kernels()
             with _device_guard(x):
                 fwd[(-(-n // block),)](
-                    x, spikes, membrane, steps, n, beta, threshold, surrogate.slope,
+                    x, spikes, membrane, steps, n, beta, threshold, reset_by, surrogate.slope,
                     SURROGATE=_SURROGATE_IDS[type(surrogate)], MODE=_MODE_IDS[mode],
                     RESET=_RESET_IDS[reset], BLOCK=block, **options,
                 )
@@ -154,7 +154,7 @@ class _TritonLIFScan(torch.autograd.Function):
         else:
             ctx.save_for_backward(membrane, spikes)
         ctx.beta, ctx.threshold, ctx.surrogate, ctx.mode = beta, threshold, surrogate, mode
-        ctx.reset = reset
+        ctx.reset, ctx.reset_by = reset, reset_by
         return spikes, membrane
 
     @staticmethod
@@ -162,7 +162,7 @@ class _TritonLIFScan(torch.autograd.Function):
         from sast.kernels.triton_kernels import kernels
 
         if grad_spikes is None and grad_membrane is None:
-            return None, None, None, None, None, None
+            return None, None, None, None, None, None, None
         membrane = ctx.saved_tensors[0]
         spikes = ctx.saved_tensors[1] if ctx.reset == "zero" else membrane  # unread if subtract
         gs = None if grad_spikes is None else _like(grad_spikes, membrane)
@@ -176,12 +176,12 @@ class _TritonLIFScan(torch.autograd.Function):
                 bwd[(-(-n // block),)](
                     membrane if gs is None else gs, membrane if gu is None else gu,
                     membrane, spikes, grad_current, steps, n, (steps - 1) * n,
-                    ctx.beta, ctx.threshold, ctx.surrogate.slope,
+                    ctx.beta, ctx.threshold, ctx.reset_by, ctx.surrogate.slope,
                     SURROGATE=_SURROGATE_IDS[type(ctx.surrogate)], MODE=_MODE_IDS[ctx.mode],
                     RESET=_RESET_IDS[ctx.reset], HAS_GS=gs is not None, HAS_GU=gu is not None,
                     BLOCK=block, **options,
                 )
-        return grad_current, None, None, None, None, None
+        return grad_current, None, None, None, None, None, None
 
 
 def lif_scan_triton(
@@ -191,6 +191,7 @@ def lif_scan_triton(
     surrogate: str | Surrogate = "sigmoid",
     mode: str = "surrogate",
     reset: str = "subtract",
+    reset_before_leak: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """:func:`sast.lif_scan` on the Triton kernels: same dynamics, same gradient.
 
@@ -213,4 +214,6 @@ def lif_scan_triton(
                         f"{type(sg).__name__}")
     if not triton_available():
         raise RuntimeError("lif_scan_triton needs Triton (pip install 'sast[cuda]')")
-    return _TritonLIFScan.apply(current, float(beta), float(threshold), sg, mode, reset)
+    beta, threshold = float(beta), float(threshold)
+    reset_by = beta * threshold if reset_before_leak else threshold
+    return _TritonLIFScan.apply(current, beta, threshold, reset_by, sg, mode, reset)

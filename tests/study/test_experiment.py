@@ -8,6 +8,7 @@ import sys
 import time
 
 import pytest
+import torch
 
 from sast.cli import main
 from sast.config import RunConfig
@@ -70,8 +71,11 @@ def test_killed_sweep_resumes_without_repeating_finished_runs(tmp_path):
 
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "sast.cli", "sweep", str(grid), "--out", str(out)]
+    # The same intra-op thread count as this process: float sums are reduced in another order
+    # under another count, and the rows are compared exactly.
+    env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())}
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True, env=os.environ.copy())
+                            start_new_session=True, env=env)
     deadline = time.time() + 300
     while time.time() < deadline:
         results = out / "results.jsonl"

@@ -5,6 +5,7 @@ deploy them with hard spikes.
 """
 
 from sast.config import RunConfig
+from sast.interop.convert import ConvertedNet, convert
 from sast.layers import LIF, PerFrame, set_spike_mode, spike_mode
 from sast.models import build_model
 from sast.neuron import lif_scan, lif_scan_reference
@@ -16,7 +17,7 @@ from sast.training.loop import fit
 __version__ = "0.1.0"
 
 __all__ = [
-    "LIF", "SAM", "AtanSurrogate", "ErfSurrogate", "LookSAM", "PerFrame", "RunConfig",
-    "SigmoidSurrogate", "Surrogate", "build_model", "fit", "get_surrogate", "lif_scan",
-    "lif_scan_reference", "load_run", "set_spike_mode", "spike_mode",
+    "LIF", "SAM", "AtanSurrogate", "ConvertedNet", "ErfSurrogate", "LookSAM", "PerFrame",
+    "RunConfig", "SigmoidSurrogate", "Surrogate", "build_model", "convert", "fit",
+    "get_surrogate", "lif_scan", "lif_scan_reference", "load_run", "set_spike_mode", "spike_mode",
 ]

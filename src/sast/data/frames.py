@@ -26,7 +26,9 @@ def unpack_nibbles(packed: torch.Tensor, width: int) -> torch.Tensor:
 
 
 class FrameSet:
-    """Binned event frames: uint8 counts ``[N, T, P, H, W]`` and int64 labels ``[N]``.
+    """Binned event frames: uint8 counts ``[N, T, P, H, W]`` and int64 labels ``[N]``. Frames of
+    any other per-step shape ``[N, T, ...]`` and dtype (a user's features, float frames) work
+    too: :func:`time_first` makes every batch float32.
 
     ``frames`` may be memory-mapped from the frame cache; :meth:`subset` only composes index
     arrays, and :meth:`batch` reads just the rows it needs, so a large dataset never has to sit
@@ -40,9 +42,9 @@ class FrameSet:
         self._packed_width = packed_width
         self._labels = torch.as_tensor(labels, dtype=torch.long)
         self.n_classes = int(n_classes)
-        if self._frames.dim() != 5 or self._frames.shape[0] != self._labels.shape[0]:
+        if self._frames.dim() < 3 or self._frames.shape[0] != self._labels.shape[0]:
             raise ValueError(
-                f"FrameSet needs frames [N, T, P, H, W] and labels [N], got "
+                f"FrameSet needs frames [N, T, ...] (N samples of T steps) and labels [N], got "
                 f"{tuple(self._frames.shape)} and {tuple(self._labels.shape)}"
             )
         self._indices = indices
@@ -55,9 +57,9 @@ class FrameSet:
             f"T={self.time_bins}, n_classes={self.n_classes})"
 
     @property
-    def input_shape(self) -> tuple[int, int, int]:
-        p, h, w = self._frames.shape[2:]
-        return (p, h, w if self._packed_width is None else self._packed_width)
+    def input_shape(self) -> tuple[int, ...]:
+        shape = tuple(int(v) for v in self._frames.shape[2:])
+        return shape if self._packed_width is None else (*shape[:-1], self._packed_width)
 
     @property
     def time_bins(self) -> int:

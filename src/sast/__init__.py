@@ -4,7 +4,9 @@ Train LIF networks with smooth surrogate spikes in the forward pass (optionally 
 deploy them with hard spikes.
 """
 
+from sast.classifier import SpikingClassifier
 from sast.config import RunConfig
+from sast.evaluation.model import evaluate_model
 from sast.interop.convert import ConvertedNet, convert
 from sast.layers import LIF, PerFrame, set_spike_mode, spike_mode
 from sast.models import build_model
@@ -13,11 +15,13 @@ from sast.optim import SAM, LookSAM
 from sast.runs.load import load_run
 from sast.surrogate import AtanSurrogate, ErfSurrogate, SigmoidSurrogate, Surrogate, get_surrogate
 from sast.training.loop import fit
+from sast.training.model import train_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "LIF", "SAM", "AtanSurrogate", "ConvertedNet", "ErfSurrogate", "LookSAM", "PerFrame",
-    "RunConfig", "SigmoidSurrogate", "Surrogate", "build_model", "convert", "fit",
-    "get_surrogate", "lif_scan", "lif_scan_reference", "load_run", "set_spike_mode", "spike_mode",
+    "RunConfig", "SigmoidSurrogate", "SpikingClassifier", "Surrogate", "build_model", "convert",
+    "evaluate_model", "fit", "get_surrogate", "lif_scan", "lif_scan_reference", "load_run",
+    "set_spike_mode", "spike_mode", "train_model",
 ]

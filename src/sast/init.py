@@ -75,6 +75,9 @@ def calibrate_firing_rates(
     per LIF layer, the scale applied and the rate before and after."""
     if not 0.0 < target < 1.0:
         raise ValueError(f"target firing rate must lie in (0, 1), got {target}")
+    if not isinstance(model, nn.Sequential):
+        raise TypeError(f"the firing-rate initialisation walks an nn.Sequential layer by layer; "
+                        f"got {type(model).__name__} (sast.convert gives a Sequential)")
     children = list(model)
     report: list[dict[str, Any]] = []
     h = frames.float() if not frames.is_floating_point() else frames

@@ -21,7 +21,7 @@ FLOORS = {
     "surrogate": 1, "infra": 1,
     "kernels": 2,
     "neuron": 3,
-    "layers": 4, "models": 4, "init": 4, "optim": 4, "quantise": 4, "data": 4,
+    "layers": 4, "classifier": 4, "models": 4, "init": 4, "optim": 4, "quantise": 4, "data": 4,
     "config": 5,
     "runs": 6, "evaluation": 6, "diagnostics": 6,
     "training": 7, "deploy": 7, "interop": 7,

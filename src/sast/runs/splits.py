@@ -97,6 +97,9 @@ class Splits:
     test: FrameSet
     plan: SplitPlan
     split_seed: int = 0
+    sources: dict[str, str] | None = None
+    """What each part is, where it is not a split of a named dataset (data given to
+    :func:`sast.train_model`): ``{"train": …, "val": …, "test": …}``."""
 
     def manifest(self) -> dict[str, Any]:
         """What ``splits.json`` and ``final.json`` record: per part its source, size, class
@@ -106,7 +109,7 @@ class Splits:
             data: FrameSet = getattr(self, name)
             source = ("the dataset's test split" if part.source == "test"
                       else "carved out of the training split" if name == "test"
-                      else "the training split")
+                      else "the training split") if self.sources is None else self.sources[name]
             out[name] = {
                 "source": source, "n": len(data),
                 "class_counts": class_counts(data.labels.numpy(), data.n_classes),

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from sast.classifier import SpikingClassifier
 from sast.config import RunConfig
 from sast.data import FrameSet, time_first
 from sast.evaluation.accuracy import evaluate_spike_modes
@@ -58,7 +59,8 @@ def initialise_firing_rates(
     frames, _ = train.batch(torch.as_tensor(rows))
     was_training = model.training
     model.train()
-    layers = calibrate_firing_rates(model, time_first(frames, device), cfg.init_rate)
+    net = model.net if isinstance(model, SpikingClassifier) else model
+    layers = calibrate_firing_rates(net, time_first(frames, device), cfg.init_rate)
     model.train(was_training)
     return {"target_rate": cfg.init_rate, "batch": len(rows), "layers": layers}
 
@@ -99,9 +101,24 @@ def _check_resumable(saved: RunConfig, cfg: RunConfig, folder: RunFolder) -> Non
         )
 
 
+@dataclass(frozen=True)
+class GivenNetwork:
+    """A network and its data, given in place of ``cfg``'s architecture and dataset
+    (:func:`sast.train_model`)."""
+
+    model: nn.Module
+    """Time-first input to logits ``[B, C]`` (:class:`sast.classifier.SpikingClassifier`)."""
+    splits: Splits
+    final_split: str
+    """Which part ``final.json`` reports: ``"test"``, ``"val"`` or ``"train"``."""
+    description: dict[str, Any]
+    """What ``final.json`` records as ``"model"``."""
+
+
 def fit(
     cfg: RunConfig, out: str | Path, resume: bool = False, progress: bool = True,
     log=print,  # noqa: ANN001
+    *, given: GivenNetwork | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` into run folder ``out`` and return the contents of its ``final.json``.
 
@@ -112,16 +129,18 @@ def fit(
     Under ``torchrun`` (:mod:`sast.infra.distributed`) every rank calls ``fit``; rank 0 locks and
     writes the folder and returns ``final.json``, the other ranks train beside it, write
     nothing and return ``{}``; every rank returns once the folder is complete.
+
+    ``given`` trains that network on that data instead (:func:`sast.train_model` builds it).
     """
     tune_process()
     with distributed.process_group(resolve_device(cfg.device)) as ctx:
         if ctx is not None:
             ctx.check_batch_size(cfg.batch_size)
         if ctx is not None and not ctx.is_main:
-            final = _fit(cfg, out, resume, False, lambda *_: None)
+            final = _fit(cfg, out, resume, False, lambda *_: None, given)
         else:
             with folder_lock(out, "run folder"):
-                final = _fit(cfg, out, resume, progress, log)
+                final = _fit(cfg, out, resume, progress, log, given)
         # Every rank returns once rank 0 has written the run folder. The barrier is also the
         # last collective before a rank may exit: gloo's worker thread releases an all-reduce's
         # tensors after the call returns, and one released during interpreter shutdown aborts
@@ -151,6 +170,7 @@ class _Run:
 def _fit(
     cfg: RunConfig, out: str | Path, resume: bool, progress: bool,
     log,  # noqa: ANN001
+    given: GivenNetwork | None = None,
 ) -> dict[str, Any]:
     folder = RunFolder(out)
     device = distributed.local_device(resolve_device(cfg.device))
@@ -167,11 +187,12 @@ def _fit(
         atomic_write_json(folder.env, {**environment(device), **distributed.describe()})
 
     memory = PeakMemory(device)
-    splits = prepare_data(cfg, progress)
+    splits = prepare_data(cfg, progress) if given is None else given.splits
     if writes:
         atomic_write_json(folder.splits, splits.manifest())
     log(f"{folder.root}: {describe_splits(splits.manifest())}")
-    model = make_model(cfg, splits.train.input_shape, splits.train.n_classes).to(device)
+    model = (make_model(cfg, splits.train.input_shape, splits.train.n_classes)
+             if given is None else given.model).to(device)
     if checkpoint is None and cfg.init == "firing-rate":
         report = initialise_firing_rates(cfg, model, splits.train, device)
         if writes:
@@ -195,7 +216,11 @@ def _fit(
     if not writes:  # the final evaluation is rank 0's
         return {}
     with weight_context(cfg)(model):
-        final = final_evaluation(cfg, model, splits, device, folder)
+        final = final_evaluation(cfg, model, splits, device, folder,
+                                 "test" if given is None else given.final_split)
+    if given is not None:
+        final["arch"] = given.description["name"]
+        final["model"] = given.description
     atomic_write_json(folder.final, final)
     folder.write_status("finished", epoch=cfg.epochs)
     return final
@@ -334,20 +359,21 @@ def _epoch_line(row: dict[str, Any], epochs: int) -> str:
 
 def final_evaluation(
     cfg: RunConfig, model: nn.Module, splits: Splits, device: torch.device, folder: RunFolder,
+    split: str = "test",
 ) -> dict[str, Any]:
     """Test accuracy in both spike modes, the transfer gap, validation accuracy (what model
     selection reads), timing, the splits (sources, sizes, class counts) and the config, of
     ``model`` as it is (:func:`fit` calls it inside :func:`weight_context`, so a QAT run is
-    scored with its fake-quantised weights)."""
+    scored with its fake-quantised weights). ``split`` names the part ``splits.test`` is."""
     final: dict[str, Any] = {
-        **run_header(cfg, "test"),
+        **run_header(cfg, split),
         **evaluate_spike_modes(model, splits.test, device, cfg.eval_batch_size),
     }
     if splits.plan.test_carved:
         final["note"] = (f"the dataset's test split is not on disk: the test split is "
                          f"{100 * cfg.test_fraction:g} % of the training split, carved out "
                          f"(split_seed {cfg.split_seed}) before validation, disjoint from it")
-    if len(splits.val):
+    if len(splits.val) and split != "val":
         final["validation"] = evaluate_spike_modes(model, splits.val, device, cfg.eval_batch_size)
     final["timing"] = timing_summary(folder.read_metrics())
     final["sizes"] = {"train": len(splits.train), "val": len(splits.val),

@@ -47,10 +47,13 @@ def _forward_backward(model: nn.Module, x: torch.Tensor, y: torch.Tensor,
                       what: str = "training loss", weights: WeightContext | None = None,
                       ) -> tuple[float, int]:
     """Loss and correct count of one forward–backward pass (inside ``weights(model)``, when
-    given); ``TrainingDiverged`` when the loss or the gradient is NaN or infinite."""
+    given); ``TrainingDiverged`` when the loss or the gradient is NaN or infinite. The loss is
+    the model's ``training_loss(logits, labels)`` where it has one
+    (:class:`sast.classifier.SpikingClassifier`), else the cross entropy."""
+    criterion = getattr(model, "training_loss", nn.functional.cross_entropy)
     with (weights or nullcontext)(model):
         logits = model(x)
-        loss = nn.functional.cross_entropy(logits, y)
+        loss = criterion(logits, y)
         value = loss.item()
         if not math.isfinite(mean := distributed.mean_over_ranks(value, len(y))):
             raise TrainingDiverged(f"{what} became {mean}")

@@ -259,3 +259,51 @@ def test_every_peer_library_is_installed_where_ci_says_so():
         pytest.skip("SAST_REQUIRE_PEERS is not set (CI sets it)")
     for name in ("snntorch", "spikingjelly.activation_based", "norse.torch", "nir"):
         importlib.import_module(name)
+
+
+def test_spikingjelly_s_own_nmnist_network_gives_the_same_spikes_and_votes():
+    """SpikingJelly's NMNISTNet (its model zoo's N-MNIST network: conv + batch norm + LIF,
+    dropout, a voting layer), multi-step, against its conversion."""
+    _spikingjelly()
+    from spikingjelly.activation_based import functional, neuron
+    from spikingjelly.activation_based.model.parametric_lif_net import NMNISTNet
+
+    torch.manual_seed(0)
+    net = NMNISTNet(channels=8, spiking_neuron=neuron.LIFNode)
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(0.2, 0.8)
+            elif isinstance(m, nn.Linear):
+                m.bias.uniform_(0.5, 1.1)
+    net = _spiking(net).eval()
+    functional.set_step_mode(net, "m")
+    neurons = [m for m in net.modules() if isinstance(m, neuron.LIFNode)]
+    spikes = []
+    hooks = [n.register_forward_hook(lambda _m, _i, o: spikes.append(o)) for n in neurons]
+    x = _inputs((2, 34, 34), seed=5)
+    with torch.no_grad():
+        votes = net(x)
+    for h in hooks:
+        h.remove()
+    functional.reset_net(net)
+    converted = convert(net)
+    out = _check(votes, spikes, converted, x)
+    assert torch.equal(out, votes) and out.shape == (T, B, 10)
+
+
+def test_a_module_with_its_own_forward_over_several_children_is_refused():
+    class Residual(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b = nn.Linear(4, 4), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.a(x) + self.b(x)
+
+    with pytest.raises(ValueError, match="Residual has its own forward over 2 children: pass "
+                                         "the Sequential it runs"):
+        convert(Residual())

@@ -12,9 +12,11 @@ neuron maps onto ``sast``'s LIF, u[t] = β·u[t−1] + α·I[t] − r·s[t−1] 
 - Norse ``LIFBoxCell``: β = 1 − dt·τ⁻¹, α = dt·τ⁻¹, the reset to ``v_reset`` (equal to
   ``v_leak``) as for SpikingJelly, or its subtractive reset before the leak.
 
-Affine layers, pooling, flattening and dropout are copied per frame; batch norm is folded into
-the affine layer before it (its running statistics). Whatever cannot be reproduced exactly
-raises a ``ValueError`` that names the layer, its position and what is supported.
+Affine layers, pooling, flattening and dropout are copied per frame (SpikingJelly's dropout, which
+keeps one mask for all steps, becomes :class:`StepSharedDropout`); batch norm is folded into the
+affine layer before it (its running statistics). A module that is not a container is read as the one
+container it holds (SpikingJelly's ``NMNISTNet`` runs its ``conv_fc``). Whatever cannot be
+reproduced exactly raises a ``ValueError`` that names the layer, its position and what is supported.
 """
 
 from __future__ import annotations
@@ -30,8 +32,8 @@ from sast.layers import LIF, PerFrame
 FRAME_LAYERS = (nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout,
                 nn.Identity)
 SUPPORTED = ("nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout, "
-             "BatchNorm after Linear/Conv2d, snntorch.Leaky, spikingjelly LIFNode/IFNode, "
-             "norse LIFBoxCell")
+             "BatchNorm after Linear/Conv2d, snntorch.Leaky, spikingjelly LIFNode/IFNode/"
+             "Dropout/VotingLayer, norse LIFBoxCell")
 
 
 class ConvertedNet(nn.Sequential):
@@ -57,14 +59,54 @@ def _unsupported(position: str, module: nn.Module, why: str = "") -> ValueError:
                       f"{SUPPORTED}")
 
 
+def _is_container(module: nn.Module) -> bool:
+    return isinstance(module, nn.Sequential) or type(module).__name__ in (
+        "SequentialState", "SeqToANNContainer", "MultiStepContainer")
+
+
+def _voting(m: nn.Module) -> nn.Module:
+    """SpikingJelly's ``VotingLayer``: the mean of each group of ``voting_size`` neurons, per
+    step (an average pooling over the last dimension)."""
+    size = int(m.voting_size)
+    return nn.Sequential(nn.Unflatten(-1, (-1, size)), _Mean(-1))
+
+
+class StepSharedDropout(nn.Module):
+    """Dropout with one mask per sample for all steps of ``[T, B, ...]`` (SpikingJelly's
+    ``layer.Dropout``, in either step mode): in training x·m/(1 − p), m ~ Bernoulli(1 − p) of
+    shape ``[1, B, ...]``; the identity in evaluation."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty_like(x[:1]).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
+class _Mean(nn.Module):
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x.mean(self.dim)
+
+
 def _children(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
     """The layers in order, containers (Sequential, SequentialState, SpikingJelly's
     SeqToANNContainer) unrolled; positions are dotted paths of child names."""
     for name, child in module.named_children():
         position = f"{prefix}{name}"
-        container = isinstance(child, nn.Sequential) or type(child).__name__ in (
-            "SequentialState", "SeqToANNContainer", "MultiStepContainer")
-        if container:
+        if _is_container(child):
             yield from _children(child, position + ".")
         else:
             yield position, child
@@ -189,11 +231,20 @@ def convert(module: nn.Module, *, surrogate: str = "sigmoid", slope: float = 5.0
     """
     if not isinstance(module, nn.Module):
         raise TypeError(f"convert takes a torch.nn.Module, got {type(module).__name__}")
+    if not _is_container(module) and len(list(module.children())) != 1:
+        raise ValueError(
+            f"convert reads the layers of an nn.Sequential in order; {type(module).__name__} "
+            f"has its own forward over {len(list(module.children()))} children: pass the "
+            "Sequential it runs")
     layers: list[nn.Module] = []
     sources = set()
     for position, child in _children(module):
         library = _library(child)
-        if library in NEURON_READERS and not isinstance(child, FRAME_LAYERS) \
+        if library == "spikingjelly" and type(child).__name__ == "VotingLayer":
+            layers.append(PerFrame(_voting(child)))
+        elif library == "spikingjelly" and type(child).__name__ == "Dropout":
+            layers.append(StepSharedDropout(child.p))
+        elif library in NEURON_READERS and not isinstance(child, FRAME_LAYERS) \
                 and not isinstance(child, nn.modules.batchnorm._BatchNorm):
             layers.append(NEURON_READERS[library](position, child, surrogate=surrogate,
                                                   slope=slope))

@@ -19,10 +19,10 @@ Under ``torchrun`` one run trains on several processes (:mod:`sast.infra.distrib
 takes its block of every global batch, and every backward pass is followed by an all-reduce
 of the gradients, so every rank takes the same step; rank 0 alone writes the run folder.
 
-Holds :mod:`~sast.training.steps` (one optimiser step per method, ``StepResult``, the
-compiled model), :mod:`~sast.training.epoch` (shuffling, batches, one epoch, the ρ and slope
-schedules), :mod:`~sast.training.loop` (:func:`~sast.training.loop.fit`, checkpoints, resume,
-the final evaluation) and :mod:`~sast.training.model` (:func:`~sast.training.model.train_model`:
-``fit``'s loop for a network and data of the user's own). Floor 7: may import runs, evaluation, config and everything below them;
-never deploy, protocol, study or cli.
+Holds :mod:`~sast.training.steps` (one optimiser step per method, ``StepResult``, the compiled
+model), :mod:`~sast.training.epoch` (shuffling, batches, one epoch, the ρ and slope schedules),
+:mod:`~sast.training.loop` (:func:`~sast.training.loop.fit`, checkpoints, resume, the final
+evaluation) and :mod:`~sast.training.model` (:func:`~sast.training.model.train_model`: ``fit``'s
+loop for a network and data of the user's own). Floor 7: may import runs, evaluation, config and
+everything below them; never deploy, protocol, study or cli.
 """

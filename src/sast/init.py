@@ -39,6 +39,32 @@ def feeding_affine(module: nn.Module) -> nn.Module | None:
     return found
 
 
+HOMOGENEOUS = (nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Unflatten, nn.Identity, nn.Dropout)
+"""Layers f with f(c·x) = c·f(x) for c > 0: the affine layer feeding a LIF layer may sit before
+them (snnTorch's tutorial nets pool between the convolution and the neuron)."""
+
+
+def _positively_homogeneous(module: nn.Module) -> bool:
+    if getattr(module, "positively_homogeneous", False):
+        return True
+    inner = [m for m in module.modules() if m is not module]
+    return bool(inner) and all(isinstance(m, HOMOGENEOUS) or getattr(
+        m, "positively_homogeneous", False) for m in inner) or isinstance(module, HOMOGENEOUS)
+
+
+def _feeding_index(children: list[nn.Module], i: int) -> int:
+    """The index of the child holding the affine layer whose output, through positively
+    homogeneous layers only, is the input current of LIF child ``i``."""
+    k = i - 1
+    while k >= 0 and feeding_affine(children[k]) is None and _positively_homogeneous(
+            children[k]):
+        k -= 1
+    if k < 0 or feeding_affine(children[k]) is None:
+        raise ValueError(f"LIF layer at position {i} has no Linear, Conv2d or batch norm before "
+                         "it (through pooling, flattening or dropout only) to rescale")
+    return k
+
+
 def _above_threshold_rate(layer: LIF, current: Tensor) -> float:
     """The rate of state-steps with u > ϑ, from the layer's own scan (so the rate reported is
     the rate the model runs at, to the last rounding, even where tied currents sit at ϑ)."""
@@ -81,23 +107,24 @@ def calibrate_firing_rates(
     children = list(model)
     report: list[dict[str, Any]] = []
     h = frames.float() if not frames.is_floating_point() else frames
-    previous_input = h
+    inputs: list[Tensor] = []  # the input of each child, as calibrated so far
     with lif_attributes(model, spike_mode="surrogate"):
         for i, module in enumerate(children):
             if isinstance(module, LIF):
-                if i == 0 or (affine := feeding_affine(children[i - 1])) is None:
-                    raise ValueError(f"LIF layer at position {i} has no Linear, Conv2d or batch "
-                                     "norm before it to rescale")
+                k = _feeding_index(children, i)
+                affine = feeding_affine(children[k])
                 current = h
                 before = _above_threshold_rate(module, current)
                 c = _scale_for_rate(module, current, target, iterations)
                 affine.weight.mul_(c)
                 if affine.bias is not None:
                     affine.bias.mul_(c)
-                current = children[i - 1](previous_input)
+                current = inputs[k]
+                for child in children[k:i]:
+                    current = child(current)
                 report.append({"layer": len(report), "scale": c, "rate_before": before,
                                "rate_after": _above_threshold_rate(module, current)})
-                h = module(current)
-            else:
-                previous_input, h = h, module(h)
+                h = current
+            inputs.append(h)
+            h = module(h)
     return report

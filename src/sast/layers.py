@@ -5,6 +5,7 @@
 - :class:`PerFrame` applies a stateless module (Linear, Conv2d, pooling) to every time step,
   either to all ``T·B`` frames at once or step by step.
 - :class:`LeakyReadout` and :class:`SpikeCountReadout` turn the last hidden layer into logits.
+- :class:`StepSharedDropout` drops the same neurons at every step of a sample.
 """
 
 from __future__ import annotations
@@ -257,6 +258,30 @@ class SpikeCountReadout(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.lif(self.linear(x)).sum(0)
+
+
+class StepSharedDropout(nn.Module):
+    """Dropout with one mask per sample for all steps of ``[T, B, ...]`` (SpikingJelly's
+    ``layer.Dropout``, in either step mode): in training x·m/(1 − p), m ~ Bernoulli(1 − p) of
+    shape ``[1, B, ...]``; the identity in evaluation."""
+
+    positively_homogeneous = True
+    """f(c·x) = c·f(x) for c > 0 (:mod:`sast.init` may rescale the layer before it)."""
+
+    def __init__(self, p: float) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
+        self.p = float(p)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.empty_like(x[:1]).bernoulli_(1.0 - self.p)
+        return x * keep / (1.0 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
 
 
 def lif_layers(model: nn.Module) -> Iterator[LIF]:

@@ -26,7 +26,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 import sast
 from sast.cli import main
 from sast.interop.nir import DEFAULT_DT, SubtractiveResetError, export_nir, lif_parameters, to_nir
-from sast.layers import lif_attributes
+from sast.layers import lif_attributes, spike_mode
 from sast.models import fold_batchnorm
 
 from ..deploy.test_deploy import make_model, random_frames
@@ -485,3 +485,52 @@ def test_snntorch_import_from_nir_as_is_predicts_as_sast(case, tmp_path):
     for theirs, (_, ours) in zip(spikes, states, strict=True):
         assert float((theirs == ours).mean()) >= 0.999
     assert (out.sum(0).argmax(1) == logits.argmax(1)).all()
+
+
+@needs_snntorch
+def test_a_converted_trained_snntorch_network_exported_to_nir_predicts_in_snntorch_as_in_sast(
+        tmp_path):
+    """snnTorch network → sast.convert → sast.train_model (SAST) → NIR file → snnTorch's own
+    import_from_nir: the same predictions, and all but 0.1 % of the spikes (float32 rounding
+    near threshold)."""
+    import nir
+    import snntorch as snn
+    from snntorch.import_nir import import_from_nir
+
+    from ..deploy.test_deploy import nmnist_samples
+
+    frames, labels = nmnist_samples(n_per_digit=3, digits=range(10))
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(2 * 34 * 34, 48),
+        snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="zero"),
+        torch.nn.Linear(48, 10),
+        snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="zero", output=True))
+    model = sast.convert(net)
+    sast.train_model(model, (frames, torch.as_tensor(labels)), epochs=2, rho=0.05,
+                     init="firing-rate", batch_size=10, progress=False, log=lambda *_: None)
+    path = tmp_path / "net.nir"
+    sast.export_nir(model, path, input_shape=(2, 34, 34), time_steps=frames.shape[0])
+    theirs = import_from_nir(nir.read(path))
+    out, spikes, _ = run_stepwise(theirs, frames.float())
+    x = frames.float()
+    with spike_mode(model, "hard"), torch.no_grad():
+        hidden = model[2](model[1](model[0](x)))
+        ours = model(x)
+    assert len(spikes) == 2
+    for mine, theirs_spikes in zip((hidden, ours), spikes, strict=True):
+        assert float((mine.double().numpy() == theirs_spikes).mean()) >= 0.999
+        assert 0 < float(mine.mean()) < 1
+    assert (out.sum(0).argmax(1) == ours.sum(0).argmax(1).numpy()).all()
+
+
+@needs_nir
+def test_a_converted_network_without_an_input_shape_or_with_max_pooling_is_refused():
+    snn = pytest.importorskip("snntorch", reason="snnTorch is in the test extra")
+    net = sast.convert(torch.nn.Sequential(
+        torch.nn.Conv2d(2, 4, 5), torch.nn.MaxPool2d(2),
+        snn.Leaky(beta=0.9, init_hidden=True, reset_mechanism="zero")))
+    with pytest.raises(ValueError, match=r"pass input_shape=\(P, H, W\)"):
+        to_nir(net)
+    with pytest.raises(ValueError, match="cannot deploy a MaxPool2d layer"):
+        to_nir(net, input_shape=(2, 34, 34))

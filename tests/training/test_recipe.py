@@ -55,6 +55,26 @@ def test_firing_rate_init_hits_the_target_in_every_layer(arch, norm):
     assert [r["rate_before"] for r in report][0] == pytest.approx(before[0])
 
 
+def test_firing_rate_init_rescales_through_pooling_to_the_convolution_before_it():
+    """snnTorch's tutorial layout, Conv2d → MaxPool2d → Leaky, converted: the convolution is
+    rescaled (max pooling commutes with c > 0), and a LIF fed by no affine layer is refused."""
+    from sast.layers import PerFrame
+
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        PerFrame(nn.Conv2d(2, 4, 5)), PerFrame(nn.MaxPool2d(2)), LIF(beta=0.5),
+        PerFrame(nn.Conv2d(4, 8, 5)), PerFrame(nn.MaxPool2d(2)), LIF(beta=0.5),
+        PerFrame(nn.Flatten()), PerFrame(nn.Linear(8 * 5 * 5, 10)), LIF(beta=0.5))
+    x = frames()
+    report = calibrate_firing_rates(model, x, target=0.15)
+    assert len(report) == 3
+    for r, measured in zip(report, above_threshold_rates(model, x), strict=True):
+        assert measured == pytest.approx(0.15, abs=0.015)
+        assert r["rate_after"] == pytest.approx(measured, abs=1e-6)
+    with pytest.raises(ValueError, match="position 2 has no Linear.*through pooling"):
+        calibrate_firing_rates(nn.Sequential(PerFrame(nn.Conv2d(2, 4, 5)), nn.ReLU(), LIF()), x)
+
+
 def test_firing_rate_init_refuses_a_bad_target():
     with pytest.raises(ValueError, match="target firing rate"):
         calibrate_firing_rates(build_model("nmnist-mlp", hidden=(8,)), frames(), target=1.5)

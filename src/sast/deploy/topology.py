@@ -19,7 +19,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from sast.layers import LIF, LeakyReadout, PerFrame, SpikeCountReadout
+from sast.classifier import SpikingClassifier
+from sast.layers import LIF, LeakyReadout, PerFrame, SpikeCountReadout, StepSharedDropout
 from sast.models import SpikingNet, fold_batchnorm
 
 READOUT_KINDS = ("leaky", "count")
@@ -110,7 +111,7 @@ def _flat_modules(model: nn.Module) -> list[object]:
         if isinstance(child, PerFrame):
             inner = child.module
             ops.extend(inner.children() if isinstance(inner, nn.Sequential) else [inner])
-        elif isinstance(child, LIF):
+        elif isinstance(child, (LIF, StepSharedDropout)):
             ops.append(child)
         elif isinstance(child, LeakyReadout):
             ops.extend([child.linear, ("leaky", child.beta)])
@@ -118,7 +119,7 @@ def _flat_modules(model: nn.Module) -> list[object]:
             ops.extend([child.linear.module, child.lif, ("count", None)])
         else:
             raise ValueError(f"cannot deploy a {type(child).__name__} layer; expected the "
-                             "layers sast.build_model makes")
+                             "layers sast.build_model or sast.convert makes")
     return ops
 
 
@@ -127,14 +128,25 @@ def _buffer(t: Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
-def read_topology(model: SpikingNet) -> Topology:
-    """The stages of ``model`` (a network :func:`sast.build_model` made; batch norm folded
-    first)."""
-    if getattr(model, "input_shape", None) is None:
-        raise ValueError("the model does not record its input shape; build it with "
-                         "sast.build_model")
+def read_topology(model: SpikingNet | nn.Sequential,
+                  input_shape: tuple[int, ...] | None = None) -> Topology:
+    """The stages of ``model`` (batch norm folded first): a network :func:`sast.build_model`
+    made, or a sequence of :class:`PerFrame` and :class:`LIF` layers (:func:`sast.convert`'s
+    networks, a :class:`~sast.classifier.SpikingClassifier` counting their spikes) whose last
+    LIF layer's spike count is the readout. ``input_shape`` (the frame shape, e.g. (P, H, W))
+    for a network that does not record one."""
+    if isinstance(model, SpikingClassifier):
+        if model.readout != "count" or model.loss is not None:
+            raise ValueError(f"only the spike-count readout can be deployed, got readout "
+                             f"{model.readout!r}")
+        model = model.net
+    shape_given = input_shape if input_shape is not None else getattr(model, "input_shape",
+                                                                      None)
+    if shape_given is None:
+        raise ValueError("the model does not record its input shape: pass input_shape=(P, H, "
+                         "W) (the shape of one frame)")
     model = fold_batchnorm(model)
-    input_shape = tuple(int(v) for v in model.input_shape)
+    input_shape = tuple(int(v) for v in shape_given)
     shape: tuple[int, ...] = input_shape
     pool, flatten, readout = 1, False, None
     pending: tuple[str, nn.Module] | None = None
@@ -153,7 +165,8 @@ def read_topology(model: SpikingNet) -> Topology:
                             threshold, reset))
         pending, pool, flatten, shape = None, 1, False, syn.out_shape
 
-    for op in _flat_modules(model):
+    ops = _flat_modules(model)
+    for op in ops:
         if isinstance(op, tuple):
             if op[0] == "leaky":
                 close("leaky", np.asarray(op[1], dtype=np.float64), None)
@@ -169,10 +182,12 @@ def read_topology(model: SpikingNet) -> Topology:
             if pending is not None:
                 raise ValueError("two synaptic layers without neurons between them")
             pending = ("conv" if isinstance(op, nn.Conv2d) else "linear", op)
-        elif isinstance(op, nn.Identity):
-            continue
+        elif isinstance(op, (nn.Identity, nn.Dropout, StepSharedDropout)):
+            continue  # the identity in evaluation
         else:
             raise ValueError(f"cannot deploy a {type(op).__name__} layer")
+    if readout is None and pending is None and stages and isinstance(ops[-1], LIF):
+        readout = "count"  # the per-step spikes of the last LIF layer, counted
     if readout is None or pending is not None or not stages:
         raise ValueError("the network must end in a leaky or spike-count readout")
     return Topology(tuple(stages), input_shape, readout)  # type: ignore[arg-type]

@@ -13,10 +13,11 @@ neuron maps onto ``sast``'s LIF, u[t] = β·u[t−1] + α·I[t] − r·s[t−1] 
   ``v_leak``) as for SpikingJelly, or its subtractive reset before the leak.
 
 Affine layers, pooling, flattening and dropout are copied per frame (SpikingJelly's dropout, which
-keeps one mask for all steps, becomes :class:`StepSharedDropout`); batch norm is folded into the
-affine layer before it (its running statistics). A module that is not a container is read as the one
-container it holds (SpikingJelly's ``NMNISTNet`` runs its ``conv_fc``). Whatever cannot be
-reproduced exactly raises a ``ValueError`` that names the layer, its position and what is supported.
+keeps one mask for all steps, becomes :class:`~sast.layers.StepSharedDropout`); batch norm is folded
+into the affine layer before it (its running statistics). A module that is not a container is read
+as the one container it holds (SpikingJelly's ``NMNISTNet`` runs its ``conv_fc``). Whatever cannot
+be reproduced exactly raises a ``ValueError`` that names the layer, its position and what is
+supported.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor, nn
 
-from sast.layers import LIF, PerFrame
+from sast.layers import LIF, PerFrame, StepSharedDropout
 
 FRAME_LAYERS = (nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.Flatten, nn.Dropout,
                 nn.Identity)
@@ -69,27 +70,6 @@ def _voting(m: nn.Module) -> nn.Module:
     step (an average pooling over the last dimension)."""
     size = int(m.voting_size)
     return nn.Sequential(nn.Unflatten(-1, (-1, size)), _Mean(-1))
-
-
-class StepSharedDropout(nn.Module):
-    """Dropout with one mask per sample for all steps of ``[T, B, ...]`` (SpikingJelly's
-    ``layer.Dropout``, in either step mode): in training x·m/(1 − p), m ~ Bernoulli(1 − p) of
-    shape ``[1, B, ...]``; the identity in evaluation."""
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"dropout probability must lie in [0, 1), got {p}")
-        self.p = float(p)
-
-    def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.empty_like(x[:1]).bernoulli_(1.0 - self.p)
-        return x * keep / (1.0 - self.p)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class _Mean(nn.Module):

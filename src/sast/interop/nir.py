@@ -97,16 +97,19 @@ def _neuron_node(nir: Any, stage: Stage, dt: float):  # noqa: ANN202
                    metadata=meta)
 
 
-def to_nir(model: nn.Module | Topology, dt: float = DEFAULT_DT, time_steps: int | None = None):  # noqa: ANN201
-    """``model`` (a network :func:`sast.build_model` made, or its topology) as a
-    ``nir.NIRGraph`` (see the module docstring for the mapping). Weights keep the model's
-    floating-point type; τ, R and thresholds are float64. ``SubtractiveResetError`` for a
-    network that resets by subtraction; ``ImportError`` naming the extra without ``nir``."""
+def to_nir(model: nn.Module | Topology, dt: float = DEFAULT_DT, time_steps: int | None = None,  # noqa: ANN201
+           input_shape: tuple[int, ...] | None = None):
+    """``model`` (a network :func:`sast.build_model` or :func:`sast.convert` made, or its
+    topology) as a ``nir.NIRGraph`` (see the module docstring for the mapping).
+    ``input_shape``: the frame shape (P, H, W) of a network that does not record it (a
+    converted one). Weights keep the model's floating-point type; τ, R and thresholds are
+    float64. ``SubtractiveResetError`` for a network that resets by subtraction;
+    ``ImportError`` naming the extra without ``nir``."""
     nir = require_nir()
     if isinstance(model, Topology):
         topology, dtype = model, np.float32
     else:
-        topology = read_topology(model)
+        topology = read_topology(model, input_shape)
         first = next(model.parameters(), None)
         dtype = np.float64 if first is not None and first.dtype == torch.float64 else np.float32
     _refuse_subtraction(topology)
@@ -164,10 +167,11 @@ def nir_bytes(graph: Any) -> bytes:
 
 
 def export_nir(model: nn.Module, path: str | Path, dt: float = DEFAULT_DT,
-               time_steps: int | None = None):  # noqa: ANN201
-    """Write ``model`` as a NIR file at ``path`` (atomically); return the graph."""
+               time_steps: int | None = None, input_shape: tuple[int, ...] | None = None):  # noqa: ANN201
+    """Write ``model`` as a NIR file at ``path`` (atomically); return the graph
+    (:func:`to_nir`)."""
     from sast.infra.atomicio import atomic_write_bytes
 
-    graph = to_nir(model, dt, time_steps)
+    graph = to_nir(model, dt, time_steps, input_shape)
     atomic_write_bytes(path, nir_bytes(graph))
     return graph

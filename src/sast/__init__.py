@@ -9,6 +9,7 @@ from sast.config import RunConfig
 from sast.evaluation.model import evaluate_model
 from sast.interop.convert import ConvertedNet, convert
 from sast.interop.nir import export_nir, to_nir
+from sast.interop.nir_import import from_nir
 from sast.layers import LIF, PerFrame, set_spike_mode, spike_mode
 from sast.models import build_model
 from sast.neuron import lif_scan, lif_scan_reference
@@ -23,6 +24,6 @@ __version__ = "0.1.0"
 __all__ = [
     "LIF", "SAM", "AtanSurrogate", "ConvertedNet", "ErfSurrogate", "LookSAM", "PerFrame",
     "RunConfig", "SigmoidSurrogate", "SpikingClassifier", "Surrogate", "build_model", "convert",
-    "evaluate_model", "export_nir", "fit", "get_surrogate", "lif_scan", "lif_scan_reference",
-    "load_run", "set_spike_mode", "spike_mode", "to_nir", "train_model",
+    "evaluate_model", "export_nir", "fit", "from_nir", "get_surrogate", "lif_scan",
+    "lif_scan_reference", "load_run", "set_spike_mode", "spike_mode", "to_nir", "train_model",
 ]

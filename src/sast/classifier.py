@@ -9,6 +9,8 @@ these readouts on top:
 - ``"count"`` (the default): the spike count of each output neuron, z_c = Σ_t s_c[t] (snnTorch's
   ``ce_count_loss`` reads the same count). In hard mode counts are integers and ties go to the
   lowest class index, as ``argmax`` breaks them.
+- ``"mean"``: the mean of the output over the steps, z_c = (1/T)·Σ_t y_c[t] (a network that
+  ends in a leaky integrator, as NIR graphs with an LI node do: :func:`sast.from_nir`);
 - ``"membrane"``: the mean membrane potential of the last LIF layer over the steps,
   z_c = (1/T)·Σ_t u_c[t], with u[t] before its own reset (:mod:`sast.neuron`).
 - a callable: ``readout(output)`` returns the logits.
@@ -27,7 +29,7 @@ from torch import Tensor, nn
 
 from sast.layers import LIF, check_time_first, lif_layers
 
-READOUTS = ("count", "membrane")
+READOUTS = ("count", "mean", "membrane")
 
 Readout = str | Callable[[Tensor], Tensor]
 Loss = Callable[[Tensor, Tensor], Tensor]
@@ -35,11 +37,15 @@ Loss = Callable[[Tensor, Tensor], Tensor]
 
 class SpikingClassifier(nn.Module):
     """``net`` (time-first ``[T, B, ...]`` in) with a readout to logits ``[B, C]`` (see the
-    module docstring). Its ``state_dict`` is ``net``'s under the prefix ``net.``."""
+    module docstring; by default ``net``'s own ``readout`` attribute where it names one, else
+    ``"count"``). Its ``state_dict`` is ``net``'s under the prefix ``net.``."""
 
-    def __init__(self, net: nn.Module, readout: Readout = "count", loss: Loss | None = None,
+    def __init__(self, net: nn.Module, readout: Readout | None = None, loss: Loss | None = None,
                  ) -> None:
         super().__init__()
+        if readout is None:  # the network's own (sast.from_nir sets it), else the count
+            own = getattr(net, "readout", None)
+            readout = own if isinstance(own, str) and own in READOUTS else "count"
         if not (callable(readout) or readout in READOUTS):
             raise ValueError(f"readout must be one of {READOUTS} or a callable output → logits, "
                              f"got {readout!r}")
@@ -81,6 +87,8 @@ class SpikingClassifier(nn.Module):
                     layer.membrane = None
         if output.dim() == 2:
             return output
+        if self.readout == "mean":
+            return output.mean(0).flatten(1)
         if output.dim() < 3 or output.shape[:2] != x.shape[:2]:
             raise ValueError(
                 f"readout='count' sums the network's output [T, B, C] over T; the network "
@@ -92,12 +100,14 @@ class SpikingClassifier(nn.Module):
         return f"readout={readout}" + ("" if self.loss is None else ", custom loss")
 
 
-def as_classifier(model: nn.Module, readout: Readout = "count", loss: Loss | None = None,
+def as_classifier(model: nn.Module, readout: Readout | None = None, loss: Loss | None = None,
                   ) -> SpikingClassifier:
     """``model`` as it is when it is a :class:`SpikingClassifier` (and no other readout or loss
-    is asked for), else ``model`` wrapped in one."""
+    is asked for), else ``model`` wrapped in one. ``readout`` None: the model's own
+    ``readout`` attribute where it has one (:func:`sast.from_nir` sets it), else
+    ``"count"``."""
     if isinstance(model, SpikingClassifier):
-        if readout != "count" and readout is not model.readout or loss is not None:
+        if readout is not None and readout is not model.readout or loss is not None:
             raise ValueError("the model is already a SpikingClassifier with its own readout "
                              "and loss; pass its net to read it out another way")
         return model

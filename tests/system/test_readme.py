@@ -15,8 +15,12 @@ def test_readme_python_examples_run(tmp_path, monkeypatch, capsys):
     for block in blocks:
         exec(compile(block, str(README), "exec"), {})
     assert (tmp_path / "runs" / "api-example" / "final.json").exists()
-    printed = capsys.readouterr().out.splitlines()[-1].split()
-    assert len(printed) == 3 and 0.0 <= float(printed[0]) <= 1.0
+    lines = capsys.readouterr().out.splitlines()
+    api = next(line for line in lines if len(line.split()) == 3).split()
+    assert 0.0 <= float(api[0]) <= 1.0
+    converted = next(line for line in lines if line.startswith("hard ")).split()
+    assert 0.0 <= float(converted[1]) <= 1.0 and converted[2] == "gap"
+    assert (tmp_path / "mlp.nir").stat().st_size > 0
 
 
 def test_readme_starts_with_install_and_test_commands():

@@ -16,7 +16,7 @@ from sast.evaluation.accuracy import EVAL_MODES, collect_outputs
 
 
 def evaluate_model(
-    model: nn.Module, data: Batches, *, batch_first: bool = False, readout: Readout = "count",
+    model: nn.Module, data: Batches, *, batch_first: bool = False, readout: Readout | None = None,
     device: torch.device | str = "cpu", batch_size: int = 256,
 ) -> dict[str, Any]:
     """``model`` (see :func:`sast.train_model` for what it and ``readout`` may be) on ``data``

@@ -91,7 +91,7 @@ def _splits(train: Batches, val: Batches | None, test: Batches | None, batch_fir
 def train_model(
     model: nn.Module, train: Batches, *, val: Batches | None = None,
     test: Batches | None = None, method: str = "sast", rho: float | None = None,
-    epochs: int = 10, batch_first: bool = False, readout: Readout = "count",
+    epochs: int = 10, batch_first: bool = False, readout: Readout | None = None,
     loss: Loss | None = None, out: str | Path | None = None, resume: bool = False,
     progress: bool = True, log=print,  # noqa: ANN001
     **options: Any,
@@ -103,8 +103,9 @@ def train_model(
          "transfer_gap_pp": …, "validation": {…}, "timing": {…}, "config": {…}, …}
 
     ``model`` maps time-first input ``[T, B, ...]`` to per-step output ``[T, B, C]``, read out
-    as logits by ``readout`` (``"count"``, ``"membrane"`` or a callable:
-    :mod:`sast.classifier`), or to logits ``[B, C]`` itself. Its LIF layers are trained in
+    as logits by ``readout`` (``"count"``, ``"mean"``, ``"membrane"`` or a callable:
+    :mod:`sast.classifier`; by default the model's own ``readout`` attribute, else
+    ``"count"``), or to logits ``[B, C]`` itself. Its LIF layers are trained in
     surrogate mode and scored in both modes.
 
     ``train``, ``val`` and ``test`` are ``(frames, labels)`` batches — a ``DataLoader``, a
@@ -128,8 +129,8 @@ def train_model(
     splits, final_split = _splits(train, val, test, batch_first)
     description = {
         "name": type(model).__name__, "source": getattr(model, "source", "torch"),
-        "readout": readout if isinstance(readout, str) else getattr(
-            readout, "__name__", "callable"),
+        "readout": classifier.readout if isinstance(classifier.readout, str) else getattr(
+            classifier.readout, "__name__", "callable"),
         "loss": "cross_entropy" if loss is None else getattr(loss, "__name__", "callable"),
         "parameters": sum(p.numel() for p in classifier.parameters()),
         "lif_layers": sum(1 for _ in lif_layers(classifier)),

@@ -34,6 +34,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from sast.training.loop import fit
     from sast.training.steps import TrainingDiverged
 
+    if args.nir_dt is not None and args.nir is None:
+        raise ValueError("--nir-dt is the time step of a --nir graph; pass --nir PATH too")
     cfg = resolve_config(args)
     out = args.out or default_out(cfg)
     if args.resume:
@@ -44,7 +46,10 @@ def cmd_train(args: argparse.Namespace) -> int:
                                     "--resume to start one there")
         cfg = resolve_config(args, base=read_json(out / "config.json"))
     try:
-        final = fit(cfg, out, resume=args.resume, progress=not args.no_progress)
+        if args.nir is not None:
+            final = _train_nir(cfg, args, out)
+        else:
+            final = fit(cfg, out, resume=args.resume, progress=not args.no_progress)
     except TrainingDiverged as err:
         print(f"sast train: {err}", file=sys.stderr)
         return 3
@@ -64,6 +69,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     print(f"  {timing['epoch_time_s_median']:.2f} s per epoch (median), "
           f"{timing['grad_evals_per_step']:.0f} forward-backward passes per step")
     return 0
+
+
+def _train_nir(cfg: RunConfig, args: argparse.Namespace, out: Path) -> dict[str, Any]:
+    """``sast train --nir PATH``: the graph's network, trained as ``cfg`` says."""
+    import hashlib
+
+    from sast.interop.nir_import import from_nir
+    from sast.training.model import train_network_on_dataset
+
+    net = from_nir(args.nir, dt=args.nir_dt)
+    description = {"name": f"NIR graph {args.nir.name}", "source": "nir",
+                   "file": str(args.nir), "dt": args.nir_dt,
+                   "sha256": hashlib.sha256(args.nir.read_bytes()).hexdigest()}
+    return train_network_on_dataset(cfg, net, out, description, resume=args.resume,
+                                    progress=not args.no_progress)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

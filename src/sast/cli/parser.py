@@ -37,6 +37,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--resume", action="store_true",
                        help="continue the run in --out from its last checkpoint")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    train.add_argument("--nir", type=Path, metavar="PATH",
+                       help="train the network of this NIR graph (its layers, weights and "
+                       "neuron constants; read by sast.from_nir) instead of --arch, on the "
+                       "dataset and with the method and options given")
+    train.add_argument("--nir-dt", type=float, metavar="SECONDS",
+                       help="the simulation step the --nir graph's time constants assume "
+                       "(default: the dt in its metadata)")
     _add_config_options(train)
 
 

@@ -153,9 +153,14 @@ def to_nir(model: nn.Module | Topology, dt: float = DEFAULT_DT, time_steps: int 
 
 
 def _version() -> str:
-    from sast import __version__
+    """The installed package's version (read from its metadata, not from ``sast``: the
+    package imports this module)."""
+    from importlib.metadata import PackageNotFoundError, version
 
-    return __version__
+    try:
+        return version("sast")
+    except PackageNotFoundError:
+        return "unknown"
 
 
 def nir_bytes(graph: Any) -> bytes:

@@ -79,6 +79,15 @@ def load_run(run_dir: str | Path, device: str = "cpu", fake_quantise: bool = Tru
         raise FileNotFoundError(f"{folder.root} has no checkpoint.pt; has it trained an epoch?")
     cfg = RunConfig.from_dict(read_json(folder.config), source=str(folder.config))
     state = load_checkpoint(folder.checkpoint)
+    if "network" in state:
+        network = state["network"]
+        how = (f"sast.from_nir({network['file']!r})" if network.get("source") == "nir"
+               else f"your {network.get('name', 'network')}")
+        raise ValueError(
+            f"{folder.root} trained a network of its own ({network.get('name')}, from "
+            f"{network.get('source')}), not one of sast's architectures: build it with {how}, "
+            "load checkpoint.pt's 'model' weights into sast.SpikingClassifier(net) and score "
+            "it with sast.evaluate_model")
     model = make_model(cfg, tuple(state["input_shape"]), state["n_classes"])
     model.load_state_dict(state["model"])
     set_slope(model, cfg.slope_at(state["epoch"] - 1))

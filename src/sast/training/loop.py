@@ -108,7 +108,8 @@ class GivenNetwork:
 
     model: nn.Module
     """Time-first input to logits ``[B, C]`` (:class:`sast.classifier.SpikingClassifier`)."""
-    splits: Splits
+    splits: Splits | None
+    """None: the splits of ``cfg``'s dataset (``sast train --nir``)."""
     final_split: str
     """Which part ``final.json`` reports: ``"test"``, ``"val"`` or ``"train"``."""
     description: dict[str, Any]
@@ -165,6 +166,17 @@ class _Run:
     memory: PeakMemory
     progress: bool
     log: Any
+    network: dict[str, Any] | None = None
+    """What a given network is (:class:`GivenNetwork`), recorded in each checkpoint."""
+
+
+def _check_input_shape(given: GivenNetwork, frames: tuple[int, ...]) -> None:
+    net = getattr(given.model, "net", given.model)
+    expected = getattr(net, "input_shape", None)
+    if expected is not None and tuple(expected) != tuple(frames):
+        name = given.description.get("file", given.description["name"])
+        raise ValueError(f"the network ({name}) takes frames of shape {tuple(expected)}; the "
+                         f"data gives {tuple(frames)}")
 
 
 def _fit(
@@ -187,7 +199,10 @@ def _fit(
         atomic_write_json(folder.env, {**environment(device), **distributed.describe()})
 
     memory = PeakMemory(device)
-    splits = prepare_data(cfg, progress) if given is None else given.splits
+    splits = given.splits if given is not None and given.splits is not None else \
+        prepare_data(cfg, progress)
+    if given is not None:
+        _check_input_shape(given, splits.train.input_shape)
     if writes:
         atomic_write_json(folder.splits, splits.manifest())
     log(f"{folder.root}: {describe_splits(splits.manifest())}")
@@ -202,7 +217,7 @@ def _fit(
     optimizer = make_optimizer(cfg, model)
     scheduler = make_scheduler(cfg, optimizer)
     run = _Run(cfg, folder, device, writes, splits, model, optimizer, scheduler, memory,
-               progress, log)
+               progress, log, None if given is None else given.description)
     start_epoch = 0
     if checkpoint is not None:
         start_epoch = _restore(run, checkpoint)
@@ -343,6 +358,7 @@ def _one_epoch(run: _Run, epoch: int) -> None:
         "scheduler": run.scheduler.state_dict() if run.scheduler is not None else None,
         "config": cfg.to_dict(), "input_shape": list(splits.train.input_shape),
         "n_classes": splits.train.n_classes,
+        **({} if run.network is None else {"network": run.network}),
     })
     run.folder.write_status("running", epoch=epoch + 1)
     run.log(_epoch_line(row, cfg.epochs))

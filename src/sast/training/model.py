@@ -143,3 +143,22 @@ def train_model(
         raise ValueError("resume=True continues the run in out=…; no out was given")
     with tempfile.TemporaryDirectory(prefix="sast-train-model-") as folder:
         return fit(cfg, Path(folder) / "run", progress=progress, log=log, given=given)
+
+
+def train_network_on_dataset(
+    cfg: RunConfig, model: nn.Module, out: str | Path, description: dict[str, Any], *,
+    readout: Readout | None = None, resume: bool = False, progress: bool = True,
+    log=print,  # noqa: ANN001
+) -> dict[str, Any]:
+    """:func:`sast.fit` of ``cfg`` — its dataset, splits, method and options — with ``model``
+    in place of ``cfg``'s architecture (``sast train --nir``). The surrogate slope of every
+    LIF layer is ``cfg.slope``; ``description`` (its ``name``, ``source``, ``file``) is what
+    ``final.json`` records as ``"model"``."""
+    classifier = as_classifier(model, readout)
+    description = {**description, "readout": classifier.readout,
+                   "parameters": sum(p.numel() for p in classifier.parameters()),
+                   "lif_layers": sum(1 for _ in lif_layers(classifier))}
+    torch.manual_seed(cfg.seed)
+    return fit(cfg, out, resume=resume, progress=progress, log=log,
+               given=GivenNetwork(classifier, None, "test", description))
+

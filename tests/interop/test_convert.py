@@ -257,7 +257,8 @@ def test_every_peer_library_is_installed_where_ci_says_so():
 
     if os.environ.get("SAST_REQUIRE_PEERS") != "1":
         pytest.skip("SAST_REQUIRE_PEERS is not set (CI sets it)")
-    for name in ("snntorch", "spikingjelly.activation_based", "norse.torch", "nir"):
+    for name in ("snntorch", "spikingjelly.activation_based", "norse.torch", "nir", "nirtorch",
+                 "tonic"):
         importlib.import_module(name)
 
 

@@ -157,7 +157,7 @@ def test_the_network_s_own_slope_is_kept_and_mixed_slopes_need_one():
     ({"learning_rate": 0.1}, TypeError, "unexpected options learning_rate"),
     ({"resume": True}, ValueError, "no out was given"),
     ({"method": "adamw"}, ValueError, "method must be one of"),
-    ({"readout": "mean"}, ValueError, "readout must be one of"),
+    ({"readout": "max"}, ValueError, "readout must be one of"),
 ])
 def test_bad_arguments_are_refused_by_name(kwargs, error, match):
     with pytest.raises(error, match=match):

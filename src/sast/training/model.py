@@ -88,6 +88,12 @@ def _splits(train: Batches, val: Batches | None, test: Batches | None, batch_fir
     return splits, final
 
 
+def _size(model: nn.Module) -> dict[str, int]:
+    """What ``final.json``'s ``model`` records of a network's size."""
+    return {"parameters": sum(p.numel() for p in model.parameters()),
+            "lif_layers": sum(1 for _ in lif_layers(model))}
+
+
 def train_model(
     model: nn.Module, train: Batches, *, val: Batches | None = None,
     test: Batches | None = None, method: str = "sast", rho: float | None = None,
@@ -132,8 +138,7 @@ def train_model(
         "readout": classifier.readout if isinstance(classifier.readout, str) else getattr(
             classifier.readout, "__name__", "callable"),
         "loss": "cross_entropy" if loss is None else getattr(loss, "__name__", "callable"),
-        "parameters": sum(p.numel() for p in classifier.parameters()),
-        "lif_layers": sum(1 for _ in lif_layers(classifier)),
+        **_size(classifier),
     }
     given = GivenNetwork(classifier, splits, final_split, description)
     torch.manual_seed(cfg.seed)
@@ -155,9 +160,7 @@ def train_network_on_dataset(
     LIF layer is ``cfg.slope``; ``description`` (its ``name``, ``source``, ``file``) is what
     ``final.json`` records as ``"model"``."""
     classifier = as_classifier(model, readout)
-    description = {**description, "readout": classifier.readout,
-                   "parameters": sum(p.numel() for p in classifier.parameters()),
-                   "lif_layers": sum(1 for _ in lif_layers(classifier))}
+    description = {**description, "readout": classifier.readout, **_size(classifier)}
     torch.manual_seed(cfg.seed)
     return fit(cfg, out, resume=resume, progress=progress, log=log,
                given=GivenNetwork(classifier, None, "test", description))
